@@ -1,0 +1,36 @@
+# power: make venv | run | test | bench | lint
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test bench lint format clean
+
+venv: $(STAMP)
+
+$(STAMP): src/requirements.txt tests/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r src/requirements.txt -r tests/requirements.txt
+	touch $(STAMP)
+
+# The demo: a simulated 1500 W house, in the foreground, CSV in ./var/.
+run: venv
+	mkdir -p var
+	$(PY) src/power.py --settings demo/settings.py --nodaemon
+
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/run.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,306 @@
+"""Loading settings.py and checking every value before anything starts.
+
+settings.py is a Python module of upper-case names. It is run in a fresh
+namespace (never imported into sys.modules), every name is checked against
+the option tables of the parts it configures, and the result is a set of
+typed objects. Any mistake becomes one SettingsError (exit 2) naming the
+setting, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Type
+
+from inputs.base import InputBackend
+from inputs.registry import backend_class
+from meter import MeterConfig
+from options import Option, SettingsError, validate
+from sinks.base import COMMON_OPTIONS, Sink
+from sinks.registry import sink_class
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_name(value: str) -> Optional[str]:
+    if NAME_RE.match(value):
+        return None
+    return "expected 1 to 64 letters, digits, '_' or '-'"
+
+
+METER_OPTIONS: Dict[str, Option] = {
+    "name": Option("str", "main", check=_check_name),
+    "pulses_per_kwh": Option("number", 1000.0, minimum=0.001, maximum=1e7),
+    "debounce_ms": Option("number", 50.0, minimum=0.0, maximum=60000.0),
+    "max_power_w": Option("number", 30000.0, minimum=1.0, maximum=1e9),
+    "idle_timeout_s": Option("number", 300.0, minimum=0.0, maximum=1e7),
+    "energy_offset_kwh": Option("number", 0.0, minimum=-1e12, maximum=1e12),
+}
+
+LEDS_OPTIONS: Dict[str, Option] = {
+    "detect": Option("int", None, nullable=True, minimum=0, maximum=1000),
+    "ready": Option("int", None, nullable=True, minimum=0, maximum=1000),
+    "blink_ms": Option("number", 100.0, minimum=1.0, maximum=10000.0),
+}
+
+# In METERS, each meter also carries its input and its detect LED.
+METERS_EXTRA: Dict[str, Option] = {
+    "input": Option("dict"),
+    "detect_led": Option("int", None, nullable=True, minimum=0, maximum=1000),
+}
+
+TOP_LEVEL = {
+    "METER",
+    "INPUT",
+    "METERS",
+    "LEDS",
+    "DATA_DIR",
+    "SINKS",
+    "PIDFILE",
+    "LOGFILE",
+    "LOG_LEVEL",
+    "RETENTION_DAYS",
+    "DRAIN_TIMEOUT_S",
+}
+
+DEFAULT_DATA_DIR = "/var/lib/power"
+
+
+@dataclass(frozen=True)
+class MeterSetup:
+    """One meter: its maths, its input backend and its detect LED."""
+
+    config: MeterConfig
+    input_class: Type[InputBackend]
+    input_options: Dict[str, Any]
+    detect_led: Optional[int]
+
+
+@dataclass(frozen=True)
+class SinkSetup:
+    name: str
+    cls: Type[Sink]
+    options: Dict[str, Any]  # the sink's own keys
+    batch_size: int
+    flush_interval_s: float
+    retry_max_s: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: str
+    meters: List[MeterSetup]
+    data_dir: str
+    sinks: List[SinkSetup]
+    ready_led: Optional[int] = None
+    blink_ms: float = 100.0
+    pidfile: Optional[str] = None
+    logfile: Optional[str] = None
+    log_level: str = "INFO"
+    retention_days: float = 90.0
+    drain_timeout_s: float = 60.0
+    secrets: List[str] = field(default_factory=list)
+
+
+def default_settings_path(script_dir: str) -> str:
+    return os.environ.get("POWER_SETTINGS") or os.path.join(script_dir, "settings.py")
+
+
+def read_module(path: str) -> Dict[str, Any]:
+    """Run settings.py and return its upper-case names."""
+    if not os.path.isfile(path):
+        raise SettingsError(
+            f"settings file {path} not found: copy src/settings.py.example to "
+            "that path and edit it, or name another with --settings PATH"
+        )
+    try:
+        namespace = runpy.run_path(path, run_name="power_settings")
+    except SyntaxError as exc:
+        raise SettingsError(
+            f"settings file {path} line {exc.lineno}: {exc.msg}; fix the Python "
+            "syntax there"
+        ) from None
+    except Exception as exc:
+        raise SettingsError(
+            f"settings file {path} failed to run: {type(exc).__name__}: {exc}"
+        ) from None
+    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+
+
+def _meter(where: str, given: Any) -> MeterConfig:
+    values = validate(where, given, METER_OPTIONS)
+    return MeterConfig(
+        name=values["name"],
+        pulses_per_kwh=float(values["pulses_per_kwh"]),
+        debounce_ms=float(values["debounce_ms"]),
+        max_power_w=float(values["max_power_w"]),
+        idle_timeout_s=float(values["idle_timeout_s"]),
+        energy_offset_kwh=float(values["energy_offset_kwh"]),
+    )
+
+
+def _input(where: str, given: Any):
+    if not isinstance(given, dict):
+        raise SettingsError(f"{where} = {given!r}: expected a dict")
+    cls = backend_class(given.get("backend", "rpigpio"), where)
+    values = validate(where, {"backend": "rpigpio", **given}, cls.OPTIONS)
+    return cls, values
+
+
+def _sink(where: str, given: Any) -> SinkSetup:
+    if not isinstance(given, dict):
+        raise SettingsError(f"{where} = {given!r}: expected a dict")
+    if "type" not in given:
+        raise SettingsError(f"{where}['type'] is missing: expected a sink type")
+    cls = sink_class(given["type"], where)
+    values = validate(where, given, {**COMMON_OPTIONS, **cls.OPTIONS})
+    own = {k: v for k, v in values.items() if k in cls.OPTIONS}
+    return SinkSetup(
+        name=values["name"] or values["type"],
+        cls=cls,
+        options=own,
+        batch_size=values["batch_size"],
+        flush_interval_s=values["flush_interval_s"],
+        retry_max_s=values["retry_max_s"],
+    )
+
+
+def _secrets(sinks: List[SinkSetup]) -> List[str]:
+    found = []
+    for sink in sinks:
+        for key, option in sink.cls.OPTIONS.items():
+            value = sink.options.get(key)
+            if option.secret and isinstance(value, str) and value:
+                found.append(value)
+    return found
+
+
+def parse(values: Dict[str, Any], path: str) -> Settings:
+    """Check a settings namespace and build Settings (SettingsError if wrong)."""
+    unknown = sorted(set(values) - TOP_LEVEL)
+    if unknown:
+        raise SettingsError(
+            f"{unknown[0]}: unknown setting in {path}; expected one of: "
+            + ", ".join(sorted(TOP_LEVEL))
+        )
+    leds = validate("LEDS", values.get("LEDS") or {}, LEDS_OPTIONS)
+
+    meters: List[MeterSetup] = []
+    if "METERS" in values:
+        if "METER" in values or "INPUT" in values:
+            raise SettingsError(
+                "METERS: set either METERS (several meters) or METER and INPUT "
+                "(one meter), not both"
+            )
+        given = values["METERS"]
+        if not isinstance(given, (list, tuple)) or not given:
+            raise SettingsError(f"METERS = {given!r}: expected a non-empty list")
+        for i, entry in enumerate(given):
+            where = f"METERS[{i}]"
+            if not isinstance(entry, dict):
+                raise SettingsError(f"{where} = {entry!r}: expected a dict")
+            own = {k: v for k, v in entry.items() if k not in METERS_EXTRA}
+            extra = validate(
+                where,
+                {k: v for k, v in entry.items() if k in METERS_EXTRA},
+                METERS_EXTRA,
+            )
+            cls, opts = _input(f"{where}['input']", extra["input"])
+            meters.append(
+                MeterSetup(_meter(where, own), cls, opts, extra["detect_led"])
+            )
+    else:
+        cls, opts = _input("INPUT", values.get("INPUT", {}))
+        config = _meter("METER", values.get("METER", {}))
+        meters.append(MeterSetup(config, cls, opts, leds["detect"]))
+    names = [m.config.name for m in meters]
+    for name in names:
+        if names.count(name) > 1:
+            raise SettingsError(f"METERS: meter name {name!r} is used twice")
+
+    data_dir = values.get("DATA_DIR", DEFAULT_DATA_DIR)
+    data_dir = _path("DATA_DIR", data_dir)
+
+    given_sinks = values.get("SINKS", [])
+    if not isinstance(given_sinks, (list, tuple)):
+        raise SettingsError(f"SINKS = {given_sinks!r}: expected a list of dicts")
+    sinks = [_sink(f"SINKS[{i}]", s) for i, s in enumerate(given_sinks)]
+    sink_names = [s.name for s in sinks]
+    for i, name in enumerate(sink_names):
+        if sink_names.index(name) != i:
+            raise SettingsError(
+                f"SINKS[{i}]['name'] = {name!r}: two sinks share this name; give "
+                "each sink of the same type its own 'name' (it keys the "
+                "sink's position in the journal)"
+            )
+
+    return Settings(
+        path=path,
+        meters=meters,
+        data_dir=data_dir,
+        sinks=sinks,
+        ready_led=leds["ready"],
+        blink_ms=float(leds["blink_ms"]),
+        pidfile=_optional_path("PIDFILE", values.get("PIDFILE")),
+        logfile=_optional_path("LOGFILE", values.get("LOGFILE")),
+        log_level=_choice(
+            "LOG_LEVEL",
+            values.get("LOG_LEVEL", "INFO"),
+            ("DEBUG", "INFO", "WARNING", "ERROR"),
+        ),
+        retention_days=_number(
+            "RETENTION_DAYS", values.get("RETENTION_DAYS", 90), 0, 36500
+        ),
+        drain_timeout_s=_number(
+            "DRAIN_TIMEOUT_S", values.get("DRAIN_TIMEOUT_S", 60), 0, 86400
+        ),
+        secrets=_secrets(sinks),
+    )
+
+
+def _path(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"{name} = {value!r}: expected a directory path")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def _optional_path(name: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"{name} = {value!r}: expected a file path or None")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def _choice(name: str, value: Any, choices) -> str:
+    if value not in choices:
+        raise SettingsError(
+            f"{name} = {value!r}: expected one of " + ", ".join(map(repr, choices))
+        )
+    return value
+
+
+def _number(name: str, value: Any, low: float, high: float) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not low <= value <= high:
+        raise SettingsError(
+            f"{name} = {value!r}: expected a number from {low} to {high}"
+        )
+    return float(value)
+
+
+def load(path: str) -> Settings:
+    return parse(read_module(path), os.path.abspath(path))
+
+
+def with_input(settings: Settings, backend: str, options: Dict[str, Any]) -> Settings:
+    """Replace every meter's input (the --simulate and --replay options)."""
+    meters = []
+    for m in settings.meters:
+        cls = backend_class(backend, "INPUT")
+        values = validate("command line", {"backend": backend, **options}, cls.OPTIONS)
+        meters.append(replace(m, input_class=cls, input_options=values))
+    return replace(settings, meters=meters)

@@ -1,0 +1,118 @@
+"""The input backend interface: start(on_edge), stop(), clock(), led(pin).
+
+A backend turns meter flashes into calls of on_edge(t_mono_ns, t_wall): a
+monotonic timestamp in nanoseconds for intervals and the wall clock for the
+reading. That call is the whole pulse path: it only enqueues. Simulated and
+replayed meters run on a clock of their own, which clock() reports so the
+meter's idle timeout follows the same time as the edges.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, ClassVar, Dict, Optional, Tuple
+
+from meter import MeterConfig
+from options import Option
+
+EdgeCallback = Callable[[int, float], None]
+Backlog = Callable[[], int]
+
+
+class InputError(Exception):
+    """The input cannot start (missing library, no permission, bad pin)."""
+
+
+class LedOutput:
+    """One status LED. The base class only logs, for machines without GPIO."""
+
+    def __init__(self, pin: int, log: logging.Logger) -> None:
+        self.pin = pin
+        self.log = log
+
+    def set(self, on: bool) -> None:
+        self.log.debug("LED %s %s", self.pin, "on" if on else "off")
+
+    def close(self) -> None:
+        """Leave the pin as the system had it."""
+
+
+class InputBackend:
+    """Base class of every input backend.
+
+    `finite` backends (a replay) end by themselves and set `finished`.
+    """
+
+    OPTIONS: ClassVar[Dict[str, Option]] = {}
+    finite: ClassVar[bool] = False
+
+    def __init__(self, options: dict, meter: MeterConfig, log: logging.Logger):
+        self.options = options
+        self.meter = meter
+        self.log = log
+        self.finished = threading.Event()
+
+    @classmethod
+    def preflight(cls, options: dict) -> None:
+        """Check, before any fork and without touching GPIO, that this backend
+        can run here; raise InputError (or ReplayFileError) if not."""
+
+    def start(self, on_edge: EdgeCallback, backlog: Backlog) -> None:
+        """Begin calling on_edge. `backlog` tells how many edges wait to be
+        processed, for backends that can pause (simulations, replays)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop promptly; never wait for a pulse."""
+
+    def clock(self) -> Tuple[int, float]:
+        """The backend's (monotonic ns, wall) time now."""
+        return time.monotonic_ns(), time.time()
+
+    def led(self, pin: int) -> LedOutput:
+        """An output for a status LED on this backend's GPIO."""
+        return LedOutput(pin, self.log)
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class PacedThread:
+    """A worker for virtual-time backends: sleeps until each event is due,
+    wakes at once on stop, and pauses while the monitor is behind."""
+
+    MAX_BACKLOG = 10000
+
+    def __init__(self, name: str, speed: float) -> None:
+        self.speed = speed
+        self.stopping = threading.Event()
+        self.name = name
+        self._thread: Optional[threading.Thread] = None
+        self._start_mono = 0.0
+
+    def begin(self, target: Callable[[], None]) -> None:
+        self._start_mono = time.monotonic()
+        self._thread = threading.Thread(target=target, name=self.name, daemon=True)
+        self._thread.start()
+
+    def elapsed_virtual(self) -> float:
+        """Virtual seconds since begin() at this speed (0 speed: undefined)."""
+        return (time.monotonic() - self._start_mono) * self.speed
+
+    def wait_until(self, virtual_s: float, backlog: Backlog) -> bool:
+        """Sleep until `virtual_s` after begin(); False when stopping."""
+        if self.speed > 0:
+            delay = virtual_s / self.speed - (time.monotonic() - self._start_mono)
+            if delay > 0 and self.stopping.wait(delay):
+                return False
+        while backlog() > self.MAX_BACKLOG:
+            if self.stopping.wait(0.001):
+                return False
+        return not self.stopping.is_set()
+
+    def end(self) -> None:
+        self.stopping.set()
+        if self._thread is not None:
+            self._thread.join(2.0)

@@ -1,0 +1,172 @@
+"""The monitor thread: edges from the queue into meters, journal and LEDs.
+
+Input callbacks only put (meter index, t_mono_ns, t_wall) on a SimpleQueue.
+This thread takes them in order, lets each meter turn them into readings,
+appends those to the journal, commits in groups at most once a second and
+wakes the sink runners after each commit. It ticks at least once a second
+so an idle meter's 0 W reading appears and a stop is seen promptly.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from typing import Callable, List, Optional, Sequence
+
+from inputs.base import EdgeCallback, InputBackend
+from journal import Journal
+from leds import StatusLeds
+from meter import Meter
+
+TICK_S = 0.25
+PRUNE_EVERY_S = 3600.0
+
+
+class Monitor:
+    def __init__(
+        self,
+        meters: Sequence[Meter],
+        inputs: Sequence[InputBackend],
+        journal: Journal,
+        on_commit: Callable[[], None],
+        leds: Optional[StatusLeds],
+        log: logging.Logger,
+        commit_interval_s: float = 1.0,
+        retention_s: float = 0.0,
+        sink_names: Sequence[str] = (),
+    ) -> None:
+        self.meters = list(meters)
+        self.inputs = list(inputs)
+        self.journal = journal
+        self.on_commit = on_commit
+        self.leds = leds
+        self.log = log
+        self.commit_interval_s = commit_interval_s
+        self.retention_s = retention_s
+        self.sink_names = list(sink_names)
+        self.edges: queue.SimpleQueue = queue.SimpleQueue()
+        self.stopping = threading.Event()
+        self.exhausted = threading.Event()  # every finite input consumed
+        self.readings = 0
+        self._commit_failing = False
+        self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
+
+    def edge_callback(self, index: int) -> EdgeCallback:
+        """The pulse path for meter `index`: one queue put, nothing else."""
+        put = self.edges.put
+
+        def on_edge(t_mono_ns: int, t_wall: float) -> None:
+            put((index, t_mono_ns, t_wall))
+
+        return on_edge
+
+    def backlog(self) -> int:
+        return self.edges.qsize()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            self.log.exception("monitor stopped on an unexpected error")
+            self.stopping.set()
+        finally:
+            self._commit()
+
+    def _loop(self) -> None:
+        get = self.edges.get
+        meters = self.meters
+        journal = self.journal
+        blink = self.leds.blink if self.leds is not None else None
+        finite = [i for i in self.inputs if i.finite]
+        last_commit = time.monotonic()
+        last_prune = 0.0
+        while not self.stopping.is_set():
+            try:
+                index, t_ns, t_wall = get(timeout=TICK_S)
+            except queue.Empty:
+                pass
+            else:
+                self._take(meters[index], t_ns, t_wall, blink)
+                # Drain what else is queued before looking at clocks.
+                for _ in range(10000):
+                    try:
+                        index, t_ns, t_wall = self.edges.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._take(meters[index], t_ns, t_wall, blink)
+            for meter, backend in zip(meters, self.inputs):
+                for reading in meter.tick(backend.clock()[0]):
+                    journal.append(reading)
+            now = time.monotonic()
+            if now - last_commit >= self.commit_interval_s:
+                self._commit()
+                last_commit = now
+            if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
+                self._prune()
+                last_prune = now
+            if finite and all(i.finished.is_set() for i in finite):
+                if self.edges.empty():
+                    self._commit()
+                    self.exhausted.set()
+                    finite = []
+
+    def _take(self, meter: Meter, t_ns: int, t_wall: float, blink) -> None:
+        readings = meter.edge(t_ns, t_wall)
+        if readings:
+            append = self.journal.append
+            for reading in readings:
+                append(reading)
+            self.readings += len(readings)
+            if blink is not None and readings[-1].power_w != 0.0:
+                blink(meter.config.name)
+
+    def _commit(self) -> None:
+        try:
+            committed = self.journal.commit()
+        except sqlite3.Error as exc:
+            if not self._commit_failing:
+                self.log.error(
+                    "cannot write the journal %s: %s; %d readings kept in memory, "
+                    "retrying every second (is the disk full?)",
+                    self.journal.path,
+                    exc,
+                    self.journal.pending,
+                )
+                self._commit_failing = True
+            return
+        if self._commit_failing:
+            self.log.warning("journal writable again; readings saved")
+            self._commit_failing = False
+        if committed:
+            self.on_commit()
+
+    def _prune(self) -> None:
+        try:
+            removed = self.journal.prune(
+                time.time() - self.retention_s, self.sink_names
+            )
+        except sqlite3.Error as exc:
+            self.log.warning("cannot prune the journal: %s", exc)
+            return
+        if removed:
+            self.log.info("pruned %d old readings from the journal", removed)
+
+    def stats(self) -> List[str]:
+        return [
+            f"{m.config.name}: {m.pulses} pulses, {m.glitches} glitches, "
+            f"{m.implausible} implausible"
+            for m in self.meters
+        ]

@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""power: read an electricity meter's pulse LED and publish what the house uses.
+
+Runs in the foreground (--nodaemon) or as a classic forking daemon with a
+pidfile (python-daemon and lockfile); --kill stops it, --status reports on
+it. See README.rst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import config  # noqa: E402
+import logsetup  # noqa: E402
+import pidcheck  # noqa: E402
+from csvformat import format_number, format_time  # noqa: E402
+from inputs.base import InputError  # noqa: E402
+from journal import journal_path, read_status  # noqa: E402
+from options import SettingsError  # noqa: E402
+from runtime import EXIT_FAILURE, EXIT_OK, Service, StartError  # noqa: E402
+
+VERSION = "1.0.0"
+
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+KILL_TIMEOUT_S = 15.0
+READY_TIMEOUT_S = 60.0
+PIDFILE_NAME = "power.pid"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with a hint, as documented
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"power.py: error: {message} (see power.py -h)\n")
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = ArgumentParser(
+        prog="power.py",
+        description="Read an electricity meter's pulse LED and publish the "
+        "readings (CSV file, InfluxDB, Librato, MQTT).",
+    )
+    p.add_argument(
+        "--settings",
+        metavar="PATH",
+        help="settings file (default: $POWER_SETTINGS, else settings.py "
+        "beside power.py)",
+    )
+    p.add_argument(
+        "--pidfile",
+        metavar="PATH",
+        help="pidfile (default: PIDFILE from settings, else DATA_DIR/power.pid)",
+    )
+    p.add_argument(
+        "--nodaemon",
+        action="store_true",
+        help="run in the foreground, printing a line per reading",
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--kill", action="store_true", help="stop the running daemon")
+    group.add_argument(
+        "--status",
+        action="store_true",
+        help="say whether it runs, the last reading and each sink's backlog",
+    )
+    p.add_argument("--logfile", metavar="PATH", help="log here (default: syslog)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--simulate",
+        metavar="WATTS",
+        type=float,
+        help="read a simulated meter with this mean load instead of GPIO",
+    )
+    source.add_argument(
+        "--replay", metavar="FILE", help="read pulse times from FILE instead of GPIO"
+    )
+    p.add_argument(
+        "--speed",
+        metavar="FACTOR",
+        type=float,
+        help="time factor for --simulate and --replay; 0 = as fast as possible",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    p.add_argument("--version", action="version", version=f"power {VERSION}")
+    args = p.parse_args(argv)
+    if args.simulate is not None and not 0 < args.simulate <= 1_000_000:
+        p.error(f"--simulate {args.simulate:g}: expected a mean load in W above 0")
+    if args.speed is not None and args.speed < 0:
+        p.error(f"--speed {args.speed:g}: expected 0 or more")
+    return args
+
+
+def fail(code: int, message: str) -> int:
+    print(f"power.py: {message}", file=sys.stderr)
+    return code
+
+
+def load_settings(args: argparse.Namespace) -> config.Settings:
+    """Settings with the command line's overrides; SettingsError if wrong."""
+    path = args.settings or config.default_settings_path(HERE)
+    settings = config.load(path)
+    if args.simulate is not None:
+        options = {"watts": args.simulate}
+        if args.speed is not None:
+            options["speed"] = args.speed
+        settings = config.with_input(settings, "simulated", options)
+    elif args.replay is not None:
+        options = {
+            "path": args.replay,
+            "speed": 1.0 if args.speed is None else args.speed,
+        }
+        settings = config.with_input(settings, "replay", options)
+    elif args.speed is not None:
+        for m in settings.meters:
+            if "speed" not in m.input_class.OPTIONS:
+                raise SettingsError(
+                    f"--speed {args.speed:g}: only a simulated or replayed meter "
+                    f"has a speed, and meter {m.config.name!r} reads "
+                    f"{m.input_options['backend']!r}; add --simulate or --replay"
+                )
+        settings = _with_speed(settings, args.speed)
+    return settings
+
+
+def _with_speed(settings: config.Settings, speed: float) -> config.Settings:
+    from dataclasses import replace
+
+    meters = [
+        replace(m, input_options={**m.input_options, "speed": speed})
+        for m in settings.meters
+    ]
+    return replace(settings, meters=meters)
+
+
+def pidfile_path(args: argparse.Namespace, settings: config.Settings) -> str:
+    if args.pidfile:
+        return os.path.abspath(args.pidfile)
+    if settings.pidfile:
+        return settings.pidfile
+    return os.path.join(settings.data_dir, PIDFILE_NAME)
+
+
+# --status and --kill -------------------------------------------------------------
+
+
+def show_status(pidfile: str, settings: config.Settings) -> int:
+    pid = pidcheck.running_pid(pidfile)
+    if pid is not None:
+        print(f"power is running (pid {pid}, pidfile {pidfile})")
+    else:
+        print(f"power is not running (pidfile {pidfile})")
+    sinks = [s.name for s in settings.sinks]
+    try:
+        status = read_status(journal_path(settings.data_dir), sinks)
+    except Exception as exc:  # any SQLite trouble: report, do not crash
+        print(f"journal: cannot be read ({exc})")
+        status = None
+    if status is None:
+        print("last reading: none yet")
+    else:
+        if not status.last:
+            print("last reading: none yet")
+        for name, r in status.last.items():
+            power = "unknown" if r.power_w is None else f"{r.power_w:.1f} W"
+            print(
+                f"last reading: {name} at {format_time(r.time)}: {power}, "
+                f"{format_number(r.energy_kwh, 3)} kWh, pulse {r.pulses}"
+            )
+        for name in sinks:
+            print(f"sink {name}: backlog {status.backlog[name]} readings")
+    return EXIT_OK if pid is not None else EXIT_NOT_RUNNING
+
+
+def kill(pidfile: str) -> int:
+    pid = pidcheck.running_pid(pidfile)
+    if pid is None:
+        stale = pidcheck.remove_stale(pidfile)
+        if stale:
+            return fail(
+                EXIT_NOT_RUNNING,
+                f"power is not running; removed the stale pidfile {pidfile}",
+            )
+        return fail(EXIT_NOT_RUNNING, f"power is not running (no pidfile {pidfile})")
+    if not pidcheck.terminate(pid, KILL_TIMEOUT_S):
+        return fail(
+            EXIT_FAILURE,
+            f"power (pid {pid}) did not stop within {KILL_TIMEOUT_S:g} s; "
+            f"look at its log, then 'kill -9 {pid}'",
+        )
+    pidcheck.remove_stale(pidfile)
+    print(f"power (pid {pid}) stopped")
+    return EXIT_OK
+
+
+# Start -------------------------------------------------------------------------
+
+
+def preflight(settings: config.Settings) -> None:
+    """Everything that can be checked before forking or touching GPIO."""
+    try:
+        os.makedirs(settings.data_dir, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"DATA_DIR = {settings.data_dir!r}: cannot create it ({exc.strerror}); "
+            "create it and let the user running power write there"
+        ) from None
+    if not os.access(settings.data_dir, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"DATA_DIR = {settings.data_dir!r}: not writable by this user; "
+            f"run 'sudo chown {os.getuid()} {settings.data_dir}' or choose another"
+        )
+    for m in settings.meters:
+        try:
+            m.input_class.preflight(m.input_options)
+        except InputError as exc:
+            raise SettingsError(str(exc)) from None
+
+
+def claim_pidfile(pidfile: str) -> Optional[str]:
+    """Refuse if power runs; clear a stale pidfile. Returns a note to log."""
+    pid = pidcheck.running_pid(pidfile)
+    if pid is not None:
+        raise StartError(
+            f"power is already running (pid {pid}, pidfile {pidfile}); "
+            "stop it with --kill or check it with --status"
+        )
+    stale = pidcheck.remove_stale(pidfile)
+    if stale:
+        return f"removed stale pidfile {pidfile} (pid {stale} is gone)"
+    return None
+
+
+def make_service(
+    args: argparse.Namespace, settings: config.Settings, foreground: bool
+) -> Service:
+    level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level)
+    logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile
+    log = logsetup.configure(level, foreground, logfile, settings.secrets)
+    return Service(settings, log, console=foreground)
+
+
+def run_foreground(
+    args: argparse.Namespace, settings: config.Settings, pidfile: Optional[str]
+) -> int:
+    from daemon.pidfile import TimeoutPIDLockFile
+
+    service = make_service(args, settings, foreground=True)
+    log = service.log
+    lock = None
+    try:
+        if pidfile:
+            note = claim_pidfile(pidfile)
+            if note:
+                log.warning("%s", note)
+            lock = TimeoutPIDLockFile(pidfile, 1)
+            lock.acquire()
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, service.handle_signal)
+        log.info(
+            "power %s starting in the foreground (settings %s)", VERSION, settings.path
+        )
+        service.start()
+        return service.wait()
+    except StartError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILURE
+    except Exception as exc:  # lockfile errors and the like
+        log.error("cannot start: %s: %s", type(exc).__name__, exc)
+        return EXIT_FAILURE
+    finally:
+        service.stop()
+        if lock is not None and lock.i_am_locking():
+            lock.release()
+
+
+def run_daemon(
+    args: argparse.Namespace, settings: config.Settings, pidfile: str
+) -> int:
+    """Fork; the parent waits until the daemon says it runs, or why not."""
+    note = claim_pidfile(pidfile)
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(write_fd)
+        os.waitpid(child, 0)
+        return _await_ready(read_fd, pidfile)
+    os.close(read_fd)
+    code = EXIT_FAILURE
+    try:
+        code = _daemon_main(args, settings, pidfile, write_fd, note)
+    finally:
+        os._exit(code)
+
+
+def _await_ready(read_fd: int, pidfile: str) -> int:
+    import select
+
+    chunks = []
+    with os.fdopen(read_fd, "rb") as pipe:
+        while True:
+            ready, _, _ = select.select([pipe], [], [], READY_TIMEOUT_S)
+            if not ready:
+                return fail(
+                    EXIT_FAILURE,
+                    f"the daemon did not report within {READY_TIMEOUT_S:g} s; "
+                    "see its log",
+                )
+            chunk = pipe.read1(4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    text = b"".join(chunks).decode(errors="replace")
+    if text.startswith("ok"):
+        pid = pidcheck.read_pid(pidfile)
+        print(f"power started (pid {pid}, pidfile {pidfile})")
+        return EXIT_OK
+    return fail(EXIT_FAILURE, text.strip() or "the daemon exited before it started")
+
+
+def _daemon_main(
+    args: argparse.Namespace,
+    settings: config.Settings,
+    pidfile: str,
+    ready_fd: int,
+    note: Optional[str],
+) -> int:
+    import daemon
+    from daemon.pidfile import TimeoutPIDLockFile
+
+    def report(text: str) -> None:
+        try:
+            os.write(ready_fd, text.encode())
+            os.close(ready_fd)
+        except OSError:
+            pass
+
+    service_box: List[Service] = []
+
+    def on_signal(signum, frame):
+        if service_box:
+            service_box[0].handle_signal(signum, frame)
+
+    context = daemon.DaemonContext(
+        pidfile=TimeoutPIDLockFile(pidfile, 2),
+        detach_process=True,
+        working_directory="/",
+        umask=0o022,
+        files_preserve=[ready_fd],
+        signal_map={
+            signal.SIGTERM: on_signal,
+            signal.SIGINT: on_signal,
+            signal.SIGHUP: on_signal,
+        },
+    )
+    try:
+        context.open()
+    except Exception as exc:  # lockfile.LockTimeout, permission errors
+        report(f"cannot become a daemon: {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+    service = make_service(args, settings, foreground=False)
+    service_box.append(service)
+    log = service.log
+    if note:
+        log.warning("%s", note)
+    log.info("power %s starting as a daemon (settings %s)", VERSION, settings.path)
+    try:
+        service.start()
+        code = service.wait(on_ready=lambda: report("ok\n"))
+    except StartError as exc:
+        log.error("%s", exc)
+        report(str(exc))
+        code = EXIT_FAILURE
+    except Exception as exc:
+        log.exception("cannot start")
+        report(f"cannot start: {type(exc).__name__}: {exc}; see the log")
+        code = EXIT_FAILURE
+    finally:
+        service.stop()
+        log.info("power stopped")
+        context.close()
+    return code
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    pidfile = pidfile_path(args, settings)
+    if args.status:
+        return show_status(pidfile, settings)
+    if args.kill:
+        return kill(pidfile)
+    try:
+        preflight(settings)
+        if args.nodaemon:
+            explicit = args.pidfile or settings.pidfile
+            return run_foreground(args, settings, pidfile if explicit else None)
+        return run_daemon(args, settings, pidfile)
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    except StartError as exc:
+        return fail(EXIT_FAILURE, str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

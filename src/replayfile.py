@@ -1,0 +1,98 @@
+"""Reading replay files: pulse times to feed through the monitor again.
+
+Two forms are accepted: the original monitor's file, one pulse per line as
+epoch seconds (blank lines and # comments ignored), and the CSV the file
+sink writes (recognised by its header), whose idle-timeout rows repeat a
+pulse count and are skipped so no pulse is counted twice.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Iterator, Optional, Tuple
+
+from csvformat import COLUMNS, HEADER, parse_time
+
+
+class ReplayFileError(Exception):
+    """A line that is not a pulse; the message names the file and line."""
+
+
+def read_pulses(path: str, meter: Optional[str] = None) -> Iterator[Tuple[int, float]]:
+    """Yield (line number, epoch seconds) for each pulse, in file order.
+
+    Raises ReplayFileError for the first bad line or a time going backwards,
+    and OSError when the file cannot be read. With `meter`, only that meter's
+    rows of a CSV are taken.
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        yield from _parse(f, path, meter)
+
+
+def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, float]]:
+    csv = False
+    previous = None
+    last_pulses = {}
+    for number, raw in enumerate(f, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("time,"):
+            if line != HEADER:
+                raise ReplayFileError(
+                    f"{path} line {number}: CSV header {line!r} is not the file "
+                    f"sink's {HEADER!r}"
+                )
+            csv = True
+            continue
+        if csv:
+            t = _csv_pulse(line, path, number, meter, last_pulses)
+            if t is None:
+                continue
+        else:
+            try:
+                t = float(line)
+            except ValueError:
+                t = float("nan")
+            if not t == t or t <= 0 or t == float("inf"):  # NaN, negative, inf
+                raise ReplayFileError(
+                    f"{path} line {number}: {line[:40]!r} is not a pulse time "
+                    "(epoch seconds, like 1714563000.123)"
+                )
+        if previous is not None and t < previous[1]:
+            raise ReplayFileError(
+                f"{path} line {number}: time {t} is earlier than line "
+                f"{previous[0]}'s {previous[1]}; pulses must be in time order"
+            )
+        previous = (number, t)
+        yield number, t
+
+
+def _csv_pulse(
+    line: str, path: str, number: int, meter: Optional[str], last_pulses: dict
+) -> Optional[float]:
+    fields = line.split(",")
+    if len(fields) != len(COLUMNS):
+        raise ReplayFileError(
+            f"{path} line {number}: expected {len(COLUMNS)} CSV fields "
+            f"({HEADER}), found {len(fields)}"
+        )
+    name = fields[1]
+    if meter is not None and name != meter:
+        return None
+    try:
+        t = parse_time(fields[0])
+        pulses = int(fields[2])
+    except ValueError:
+        raise ReplayFileError(
+            f"{path} line {number}: {line[:60]!r} is not a reading of the file "
+            "sink's CSV (time like 2024-05-01T12:00:00.000Z, integer pulses)"
+        ) from None
+    if last_pulses.get(name) == pulses:
+        return None  # an idle-timeout row: no new pulse
+    last_pulses[name] = pulses
+    return t
+
+
+def count_pulses(path: str, meter: Optional[str] = None) -> int:
+    """Check a whole replay file up front; return its number of pulses."""
+    return sum(1 for _ in read_pulses(path, meter))

@@ -1,0 +1,247 @@
+"""Wiring a running monitor: journal, meters, inputs, LEDs, sinks; and the
+orderly stop. Everything here starts after any fork, in the final process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from typing import IO, Callable, Dict, List, Optional
+
+from config import Settings
+from inputs.base import InputBackend, InputError, LedOutput
+from journal import Journal, JournalError, JournalReader, journal_path
+from leds import StatusLeds
+from meter import Meter
+from monitor import Monitor
+from sinks.base import Sink
+from sinks.console import ConsoleSink
+from sinks.runner import Backoff, SinkRunner
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+LOCKFILE = "journal.lock"
+STOP_BUDGET_S = 0.9  # SIGTERM to exit, all parts together
+
+
+class StartError(Exception):
+    """The monitor cannot start; the message says why and what to do."""
+
+
+def lock_data_dir(data_dir: str) -> IO[str]:
+    """Hold an exclusive lock on DATA_DIR for this process's life, so two
+    monitors never write one journal (whatever pidfiles they use)."""
+    path = os.path.join(data_dir, LOCKFILE)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise StartError(
+            f"DATA_DIR {data_dir} is in use by power (pid {holder}); stop it "
+            "first (power.py --kill) or give this one another DATA_DIR"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+class Service:
+    """A running monitor. start() raises StartError; stop() always returns."""
+
+    def __init__(
+        self, settings: Settings, log: logging.Logger, console: bool = False
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.console = console
+        self.stop_requested = threading.Event()
+        self.reopen_requested = threading.Event()
+        self.journal: Optional[Journal] = None
+        self.inputs: List[InputBackend] = []
+        self.runners: List[SinkRunner] = []
+        self.monitor: Optional[Monitor] = None
+        self.leds: Optional[StatusLeds] = None
+        self._lock: Optional[IO[str]] = None
+        self._started_inputs: List[InputBackend] = []
+
+    # Signals ----------------------------------------------------------------
+
+    def handle_signal(self, signum: int, frame=None) -> None:
+        """Signal handler: only sets flags; the main loop does the work."""
+        if signum == signal.SIGHUP:
+            self.reopen_requested.set()
+        else:
+            self.stop_requested.set()
+
+    # Start --------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        try:
+            self._lock = lock_data_dir(s.data_dir)
+            self.journal = Journal(journal_path(s.data_dir), self.log)
+        except OSError as exc:
+            raise StartError(f"cannot use DATA_DIR {s.data_dir}: {exc}") from None
+        except JournalError as exc:
+            raise StartError(str(exc)) from None
+        meters = [Meter(m.config, self.journal.pulses(m.config.name)) for m in s.meters]
+        for m in meters:
+            self.log.info(
+                "meter %s: %d pulses so far, %.3f kWh",
+                m.config.name,
+                m.pulses,
+                m.energy_kwh,
+            )
+        try:
+            self.inputs = [
+                m.input_class(m.input_options, m.config, self.log) for m in s.meters
+            ]
+            self.leds = self._make_leds()
+        except InputError as exc:
+            raise StartError(str(exc)) from None
+        self.runners = [self._runner(sink) for sink in self._sinks()]
+        self.monitor = Monitor(
+            meters,
+            self.inputs,
+            self.journal,
+            on_commit=self._notify_runners,
+            leds=self.leds,
+            log=self.log,
+            retention_s=s.retention_days * 86400.0,
+            sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
+        )
+        for runner in self.runners:
+            runner.start()
+        self.monitor.start()
+        self.leds.start()
+        for i, backend in enumerate(self.inputs):
+            try:
+                backend.start(self.monitor.edge_callback(i), self.monitor.backlog)
+            except InputError as exc:
+                raise StartError(str(exc)) from None
+            self._started_inputs.append(backend)
+            self.log.info(
+                "meter %s reads %s", s.meters[i].config.name, backend.describe()
+            )
+
+    def _make_leds(self) -> StatusLeds:
+        s = self.settings
+        first = self.inputs[0]
+        ready = first.led(s.ready_led) if s.ready_led is not None else None
+        detect: Dict[str, LedOutput] = {}
+        for setup, backend in zip(s.meters, self.inputs):
+            if setup.detect_led is not None:
+                detect[setup.config.name] = backend.led(setup.detect_led)
+        return StatusLeds(ready, detect, s.blink_ms / 1000.0, self.log)
+
+    def _sinks(self) -> List[Sink]:
+        sinks: List[Sink] = []
+        for setup in self.settings.sinks:
+            sinks.append(setup.cls(setup.name, setup.options, self.log))
+        if self.console:
+            sinks.append(ConsoleSink("console", {}, self.log))
+        return sinks
+
+    def _runner(self, sink: Sink) -> SinkRunner:
+        setup = next((x for x in self.settings.sinks if x.name == sink.name), None)
+        path = journal_path(self.settings.data_dir)
+        persistent = sink.PERSISTENT
+
+        def open_reader() -> JournalReader:
+            return JournalReader(path, sink.name, start_at_end=not persistent)
+
+        return SinkRunner(
+            sink,
+            open_reader,
+            batch_size=setup.batch_size if setup else 1000,
+            flush_interval_s=setup.flush_interval_s if setup else 0.2,
+            backoff=Backoff(random.Random(), cap=setup.retry_max_s if setup else 5.0),
+            log=self.log,
+        )
+
+    def _notify_runners(self) -> None:
+        for runner in self.runners:
+            runner.notify()
+
+    # Run -----------------------------------------------------------------------
+
+    def wait(self, on_ready: Callable[[], None] = lambda: None) -> int:
+        """Run until a stop signal or, for a replay, until everything is
+        written. Returns the exit code."""
+        on_ready()
+        monitor = self.monitor
+        assert monitor is not None
+        while not self.stop_requested.is_set():
+            if self.reopen_requested.is_set():
+                self.reopen_requested.clear()
+                self.log.info("SIGHUP: reopening files")
+                for runner in self.runners:
+                    runner.request_reopen()
+            if monitor.exhausted.is_set():
+                return self._drain()
+            if monitor.stopping.is_set():
+                self.log.error("the monitor stopped; exiting")
+                return EXIT_FAILURE
+            self.stop_requested.wait(0.1)
+        self.log.info("stopping on signal")
+        return EXIT_OK
+
+    def _drain(self) -> int:
+        """After a replay: wait until every sink has written every reading."""
+        assert self.journal is not None
+        target = self.journal.last_seq
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while time.monotonic() < deadline and not self.stop_requested.is_set():
+            if all(r.cursor >= target for r in self.runners):
+                self.log.info("replay done: every sink has every reading")
+                return EXIT_OK
+            time.sleep(0.05)
+        behind = [r.name for r in self.runners if r.cursor < target]
+        if not behind:
+            return EXIT_OK
+        self.log.error(
+            "replay done, but sink(s) %s did not write everything within "
+            "DRAIN_TIMEOUT_S = %g s; the rest stays in the journal for the next run",
+            ", ".join(behind),
+            self.settings.drain_timeout_s,
+        )
+        return EXIT_FAILURE
+
+    # Stop ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop inputs, commit the journal, let healthy sinks flush, in under
+        a second; what a sink could not write waits in the journal."""
+        deadline = time.monotonic() + STOP_BUDGET_S
+        for backend in self._started_inputs:
+            try:
+                backend.stop()
+            except Exception as exc:  # stopping must go on whatever a backend does
+                self.log.warning("stopping %s: %s", backend.describe(), exc)
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor.join(max(0.1, deadline - time.monotonic() - 0.4))
+            for line in self.monitor.stats():
+                self.log.info("%s", line)
+        for runner in self.runners:
+            runner.stop()
+        for runner in self.runners:
+            runner.join(max(0.0, deadline - time.monotonic()))
+        if self.leds is not None:
+            self.leds.stop()
+        monitor_done = self.monitor is None or self.monitor.join(0)
+        if self.journal is not None and monitor_done:
+            self.journal.close()  # else the monitor still owns it
+        if self._lock is not None:
+            self._lock.close()

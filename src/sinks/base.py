@@ -1,0 +1,74 @@
+"""The sink interface: open, write(batch), close, as Telegraf's outputs have.
+
+A sink knows only how to deliver a batch of readings somewhere. Batching,
+retries, backoff and the journal cursor belong to the runner, so a new sink
+is one small file plus one registry entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar, Dict, Sequence
+
+from meter import Reading
+from options import Option
+
+# Keys every sink understands; the runner uses them, not the sink.
+COMMON_OPTIONS: Dict[str, Option] = {
+    "type": Option("str"),
+    "name": Option("str", None, nullable=True),
+    "batch_size": Option("int", 1000, minimum=1, maximum=100000),
+    "flush_interval_s": Option("float", 1.0, minimum=0.0, maximum=3600.0),
+    "retry_max_s": Option("float", 60.0, minimum=0.1, maximum=86400.0),
+}
+
+
+class SinkError(Exception):
+    """A write or open that failed.
+
+    `retry` False marks a failure that will not heal by itself (bad
+    credentials, a rejected point): the runner then waits its longest
+    backoff between tries instead of hammering the server.
+    """
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class Sink:
+    """Base class of every sink.
+
+    Subclasses declare OPTIONS (their own keys; COMMON_OPTIONS are added)
+    and implement open, write and close. Third-party libraries are imported
+    in open(), so validating settings never needs them.
+    """
+
+    OPTIONS: ClassVar[Dict[str, Option]] = {}
+    # False for sinks whose position is not worth keeping across restarts.
+    PERSISTENT: ClassVar[bool] = True
+
+    def __init__(self, name: str, options: dict, log: logging.Logger) -> None:
+        self.name = name
+        self.options = options
+        self.log = log
+
+    def open(self) -> None:
+        """Connect or open; raise SinkError when it cannot (it is retried)."""
+
+    def write(self, batch: Sequence[Reading]) -> None:
+        """Deliver the whole batch or raise SinkError; partial success is
+        allowed only when rewriting the same readings is harmless."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what open() took; never raises."""
+
+    def reopen(self) -> None:
+        """On SIGHUP (logrotate): by default close and open again."""
+        self.close()
+        self.open()
+
+    def describe(self) -> str:
+        """Where the sink writes, for logs and --status; no secrets."""
+        return self.name

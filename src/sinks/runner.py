@@ -1,0 +1,210 @@
+"""One runner thread per sink: journal cursor, batching, retry with backoff.
+
+The runner reads committed readings after its sink's cursor, hands them to
+the sink in batches (when a batch is full or the flush interval has passed)
+and moves the cursor only after the sink accepted them. A failing sink is
+retried with exponential backoff and full jitter and logged once per failure
+streak; it never holds up the pulse path or another sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from typing import Callable, Optional
+
+from journal import JournalReader
+from sinks.base import Sink, SinkError
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped at `cap` seconds."""
+
+    def __init__(self, rng: random.Random, base: float = 0.5, cap: float = 60.0):
+        self.rng = rng
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next_delay(self, permanent: bool = False) -> float:
+        self.failures += 1
+        if permanent:
+            return self.cap
+        ceiling = min(self.cap, self.base * (2 ** min(self.failures - 1, 30)))
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class SinkRunner:
+    """Drives one sink from the journal in its own thread."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        open_reader: Callable[[], JournalReader],
+        batch_size: int,
+        flush_interval_s: float,
+        backoff: Backoff,
+        log: logging.Logger,
+    ) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self._open_reader = open_reader
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.backoff = backoff
+        self.log = log
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._reopen = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"sink-{self.name}", daemon=True
+        )
+        self.cursor = -1  # -1 until the reader is open
+        self.written = 0
+        self._opened = False
+        self._streak_started: Optional[float] = None
+        self._streak_error = ""
+        self._permanent = False
+
+    # Called from other threads -------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self) -> None:
+        """New rows were committed."""
+        self._wake.set()
+
+    def request_reopen(self) -> None:
+        """SIGHUP: reopen the sink's file or connection before the next write."""
+        self._reopen.set()
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the rows already committed if the sink is healthy, then end."""
+        self._stopping.set()
+        self._wake.set()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def failing(self) -> bool:
+        return self._streak_started is not None
+
+    # The runner thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        reader = None
+        try:
+            reader = self._open_reader()
+            self.cursor = reader.cursor
+            self._loop(reader)
+        except Exception:  # a bug must not pass silently, nor kill the daemon
+            self.log.exception("sink %s stopped on an unexpected error", self.name)
+        finally:
+            if self._opened:
+                self.sink.close()
+            if reader is not None:
+                reader.close()
+
+    def _loop(self, reader: JournalReader) -> None:
+        last_write = 0.0
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and self.failing:
+                return  # what is left stays in the journal for next time
+            if self._reopen.is_set() and self._opened:
+                self._reopen.clear()
+                self.log.info("sink %s: reopening", self.name)
+                self.sink.close()
+                self._opened = False
+            try:
+                rows = reader.read(self.batch_size)
+            except sqlite3.Error as exc:
+                self.log.error("sink %s: cannot read the journal: %s", self.name, exc)
+                self._wait(self.backoff.next_delay())
+                continue
+            if not rows:
+                if stopping:
+                    return
+                self._wake.wait(self.flush_interval_s or 1.0)
+                self._wake.clear()
+                continue
+            if len(rows) < self.batch_size and not stopping:
+                delay = last_write + self.flush_interval_s - time.monotonic()
+                if delay > 0:
+                    self._wait(delay)
+                    continue
+            if self._deliver(rows, reader):
+                last_write = time.monotonic()
+            elif not stopping:
+                self._wait(self.backoff.next_delay(self._permanent))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep, but wake at once on stop."""
+        if self._stopping.wait(seconds):
+            return
+
+    def _deliver(self, rows, reader: JournalReader) -> bool:
+        self._permanent = False
+        try:
+            if not self._opened:
+                self.sink.open()
+                self._opened = True
+            self.sink.write([reading for _, reading in rows])
+        except SinkError as exc:
+            self._permanent = not exc.retry
+            self._failed(str(exc))
+            return False
+        except Exception as exc:  # a library raising something unexpected
+            self._permanent = False
+            self._failed(f"{type(exc).__name__}: {exc}")
+            if self._opened:
+                self.sink.close()
+                self._opened = False
+            return False
+        seq = rows[-1][0]
+        try:
+            reader.advance(seq)
+        except sqlite3.Error as exc:
+            # The sink has the rows; they may be sent again, which every
+            # sink tolerates (the file sink skips what it already has).
+            self.log.error("sink %s: cannot save its position: %s", self.name, exc)
+            return False
+        self.cursor = seq
+        self.written += len(rows)
+        if self._streak_started is not None:
+            took = time.monotonic() - self._streak_started
+            self.log.warning(
+                "sink %s: recovered after %d failed tries in %.0f s",
+                self.name,
+                self.backoff.failures,
+                took,
+            )
+            self._streak_started = None
+            self._streak_error = ""
+        self.backoff.reset()
+        return True
+
+    def _failed(self, error: str) -> None:
+        if self._streak_started is None:
+            self._streak_started = time.monotonic()
+            self._streak_error = error
+            self.log.error(
+                "sink %s: %s; readings stay in the journal and will be retried",
+                self.name,
+                error,
+            )
+        elif error != self._streak_error:
+            self._streak_error = error
+            self.log.error("sink %s: still failing: %s", self.name, error)
+        else:
+            self.log.debug("sink %s: retry failed: %s", self.name, error)
