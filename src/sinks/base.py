@@ -8,7 +8,7 @@ is one small file plus one registry entry.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Dict, Sequence
+from typing import ClassVar, Dict, Optional, Sequence
 
 from meter import Reading
 from options import Option
@@ -56,9 +56,14 @@ class Sink:
     def open(self) -> None:
         """Connect or open; raise SinkError when it cannot (it is retried)."""
 
-    def write(self, batch: Sequence[Reading]) -> None:
-        """Deliver the whole batch or raise SinkError; partial success is
-        allowed only when rewriting the same readings is harmless."""
+    def write(self, batch: Sequence[Reading]) -> Optional[int]:
+        """Deliver the batch or raise SinkError (the batch comes again).
+
+        Return None when all of it was delivered, or how many readings from
+        the front were: the rest comes again in the next batch (a sink that
+        aggregates per period holds back a period still open). Writing a
+        reading twice after a crash must be harmless.
+        """
         raise NotImplementedError
 
     def close(self) -> None:

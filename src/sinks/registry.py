@@ -14,6 +14,7 @@ from sinks.base import Sink
 
 SINKS: Dict[str, str] = {
     "file": "sinks.file:FileSink",
+    "influxdb": "sinks.influxdb:InfluxDBSink",
 }
 
 

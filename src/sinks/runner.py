@@ -145,8 +145,13 @@ class SinkRunner:
                     continue
             if self._deliver(rows, reader):
                 last_write = time.monotonic()
-            elif not stopping:
+            elif stopping:
+                return
+            elif self.failing:
                 self._wait(self.backoff.next_delay(self._permanent))
+            else:  # the sink held everything back (an open period)
+                self._wake.wait(max(self.flush_interval_s, 0.5))
+                self._wake.clear()
 
     def _wait(self, seconds: float) -> None:
         """Sleep, but wake at once on stop."""
@@ -159,7 +164,7 @@ class SinkRunner:
             if not self._opened:
                 self.sink.open()
                 self._opened = True
-            self.sink.write([reading for _, reading in rows])
+            taken = self.sink.write([reading for _, reading in rows])
         except SinkError as exc:
             self._permanent = not exc.retry
             self._failed(str(exc))
@@ -171,6 +176,11 @@ class SinkRunner:
                 self.sink.close()
                 self._opened = False
             return False
+        if taken is not None and taken < len(rows):
+            if taken <= 0:
+                self._recovered()
+                return False  # nothing ready yet: not a failure
+            rows = rows[:taken]
         seq = rows[-1][0]
         try:
             reader.advance(seq)
@@ -181,6 +191,10 @@ class SinkRunner:
             return False
         self.cursor = seq
         self.written += len(rows)
+        self._recovered()
+        return True
+
+    def _recovered(self) -> None:
         if self._streak_started is not None:
             took = time.monotonic() - self._streak_started
             self.log.warning(
@@ -192,7 +206,6 @@ class SinkRunner:
             self._streak_started = None
             self._streak_error = ""
         self.backoff.reset()
-        return True
 
     def _failed(self, error: str) -> None:
         if self._streak_started is None:

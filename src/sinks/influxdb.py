@@ -1,0 +1,198 @@
+"""InfluxDB sink (1.x HTTP API; 2.x and 3.x through their v1-compatible
+endpoints), with the `influxdb` client package.
+
+Each reading becomes a point at the pulse's own time (ms precision), tagged
+with the meter name. Writing a point again after a crash is harmless: same
+series and time means the same point. Connection failures, timeouts and 5xx
+are retried by the runner; a 4xx that cannot heal (bad credentials, a
+rejected point) is reported with the server's words and retried only at the
+longest backoff.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from meter import Reading
+from options import Option
+from sinks.base import Sink, SinkError
+
+
+def _check_tags(tags: Dict[Any, Any]) -> Optional[str]:
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            return "expected a dict of non-empty string keys to string values"
+        if key in ("meter", "time"):
+            return f"tag {key!r} is reserved"
+    return None
+
+
+class InfluxDBSink(Sink):
+    OPTIONS = {
+        "host": Option("str", "localhost"),
+        "port": Option("int", 8086, minimum=1, maximum=65535),
+        "database": Option("str", "power"),
+        "username": Option("str", None, nullable=True),
+        "password": Option("str", None, nullable=True, secret=True),
+        "ssl": Option("bool", False),
+        "verify_ssl": Option("bool", True),
+        "path": Option("str", ""),
+        "retention_policy": Option("str", None, nullable=True),
+        "measurement": Option("str", "power"),
+        "tags": Option("dict", {}, check=_check_tags),
+        "timeout_s": Option("number", 10.0, minimum=0.1, maximum=600.0),
+        "create_database": Option("bool", True),
+    }
+
+    def __init__(self, name, options, log) -> None:
+        super().__init__(name, options, log)
+        self.client: Any = None
+        self._errors: Any = None
+
+    def describe(self) -> str:
+        o = self.options
+        scheme = "https" if o["ssl"] else "http"
+        return f"{self.name} ({scheme}://{o['host']}:{o['port']} db {o['database']})"
+
+    def open(self) -> None:
+        import requests
+        from influxdb import InfluxDBClient
+        from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+
+        self._errors = (InfluxDBClientError, InfluxDBServerError, requests)
+        o = self.options
+        self.client = InfluxDBClient(
+            host=o["host"],
+            port=o["port"],
+            username=o["username"],
+            password=o["password"],
+            database=o["database"],
+            ssl=o["ssl"],
+            verify_ssl=o["verify_ssl"],
+            timeout=o["timeout_s"],
+            retries=1,  # the runner retries, with backoff
+            path=o["path"],
+        )
+        self._call(self.client.ping)
+        if o["create_database"]:
+            self._create_database()
+
+    def _create_database(self) -> None:
+        """CREATE DATABASE is idempotent in 1.x; where it is not permitted
+        (a read-write user, or 2.x/3.x) the database must already exist."""
+        client_error = self._errors[0]
+        try:
+            self.client.create_database(self.options["database"])
+        except client_error as exc:
+            self.log.debug(
+                "sink %s: cannot create database %s (%s); assuming it exists",
+                self.name,
+                self.options["database"],
+                exc,
+            )
+        except Exception as exc:  # transport trouble: open() is retried
+            raise self._translate(exc) from None
+
+    def points(self, batch: Sequence[Reading]) -> List[Dict[str, Any]]:
+        o = self.options
+        out = []
+        for r in batch:
+            fields: Dict[str, Any] = {
+                "energy_kwh": float(r.energy_kwh),
+                "pulses": int(r.pulses),
+            }
+            if r.power_w is not None:
+                fields["power_w"] = float(r.power_w)
+            out.append(
+                {
+                    "measurement": o["measurement"],
+                    "tags": {**o["tags"], "meter": r.meter},
+                    "time": int(round(r.time * 1000)),
+                    "fields": fields,
+                }
+            )
+        return out
+
+    def write(self, batch: Sequence[Reading]) -> Optional[int]:
+        if self.client is None:
+            raise SinkError("not connected")
+        points = self.points(batch)
+        try:
+            self._write(points)
+        except SinkError as exc:
+            if "database not found" in str(exc) and self.options["create_database"]:
+                self._create_database()
+                self._write(points)
+            else:
+                raise
+        return None
+
+    def _write(self, points: List[Dict[str, Any]]) -> None:
+        client_error = self._errors[0]
+        try:
+            self.client.write_points(
+                points,
+                time_precision="ms",
+                retention_policy=self.options["retention_policy"],
+            )
+        except client_error as exc:
+            if "points beyond retention policy dropped" in str(exc):
+                # The rest was written; those points can never be.
+                self.log.warning("sink %s: %s", self.name, exc.content)
+                return
+            raise self._translate(exc) from None
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def _call(self, fn) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: Exception) -> Exception:
+        """A SinkError saying what went wrong, retryable or not."""
+        client_error, server_error, requests = self._errors
+        where = self.describe()
+        if isinstance(exc, client_error):
+            content = str(exc.content).strip()
+            if exc.code in (401, 403):
+                return SinkError(
+                    f"{where}: authentication failed ({exc.code} {content}); "
+                    "check username and password",
+                    retry=False,
+                )
+            if exc.code == 404 and "database not found" in content:
+                return SinkError(f"{where}: database not found: {content}")
+            if exc.code is not None and 400 <= exc.code < 500:
+                return SinkError(
+                    f"{where}: the server rejected the write ({exc.code} {content})",
+                    retry=False,
+                )
+            return SinkError(f"{where}: {exc}")
+        if isinstance(exc, server_error):
+            return SinkError(f"{where}: server error: {exc}")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return SinkError(f"{where}: TLS failed: {exc}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return SinkError(f"{where}: timed out")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return SinkError(f"{where}: cannot connect ({_reason(exc)})")
+        return SinkError(f"{where}: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # closing must never fail the stop
+                pass
+            self.client = None
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause of a requests error, without the long URL chain."""
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "timed out"):
+        if marker in text:
+            return marker
+    return text[:200]

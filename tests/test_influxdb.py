@@ -1,0 +1,179 @@
+"""The InfluxDB sink against a real influxd (Debian's influxdb package)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from conftest import (
+    pid_alive,
+    power_cmd,
+    pulse_rows,
+    read_csv,
+    wait_for,
+    write_replay,
+)
+from servers import Influx
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def influx(tmp_path):
+    server = Influx(tmp_path / "influx")
+    server.start()
+    yield server
+    server.stop()
+
+
+def influx_sink(server, **extra):
+    sink = {
+        "type": "influxdb",
+        "host": "127.0.0.1",
+        "port": server.port,
+        "database": "power",
+        "flush_interval_s": 0.2,
+        "retry_max_s": 1,
+    }
+    sink.update(extra)
+    return sink
+
+
+def test_replay_writes_every_reading_as_a_point(ws, influx, tmp_path):
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[
+            {"type": "file", "path": str(ws.csv)},
+            influx_sink(influx, tags={"site": "home"}, batch_size=100),
+        ],
+    )
+    times = [T0 + i * 2 for i in range(250)] + [T0 + 498 + 400]
+    replay = write_replay(tmp_path / "p.txt", times)
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
+    assert res.returncode == 0, res.stderr
+
+    rows = read_csv(ws.csv)
+    points = influx.series('SELECT * FROM "power" ORDER BY time')
+    assert len(points) == len(rows) == 252  # 251 pulses and one idle reading
+    assert points[0]["time"] == int(T0 * 1000)
+    assert points[0]["power_w"] is None  # absent: unknown for the first pulse
+    assert points[1]["power_w"] == pytest.approx(1800.0)
+    assert points[-1]["pulses"] == 251
+    assert points[-1]["energy_kwh"] == pytest.approx(0.251)
+    assert {p["meter"] for p in points} == {"house"}
+    assert {p["site"] for p in points} == {"home"}
+    for point, row in zip(points, rows):
+        assert point["pulses"] == int(row["pulses"])
+
+    types = influx.series('SHOW FIELD KEYS FROM "power"')
+    assert {t["fieldKey"]: t["fieldType"] for t in types} == {
+        "energy_kwh": "float",
+        "power_w": "float",
+        "pulses": "integer",
+    }
+
+
+def test_outage_in_the_middle_of_a_replay_loses_nothing(ws, influx, tmp_path):
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[{"type": "file", "path": str(ws.csv)}, influx_sink(influx)],
+        DRAIN_TIMEOUT_S=60,
+    )
+    times = [T0 + i * 0.5 for i in range(240)]  # 7200 W
+    replay = write_replay(tmp_path / "p.txt", times)
+    proc = subprocess.Popen(
+        power_cmd(
+            "--settings",
+            str(ws.settings),
+            "--replay",
+            str(replay),
+            "--speed",
+            "10",
+            "--nodaemon",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: influx.count() > 20, timeout=30)
+        influx.stop()
+        time.sleep(4)  # about 80 readings happen while it is down
+        influx.start()
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert influx.count() == 240
+    assert len(pulse_rows(read_csv(ws.csv))) == 240
+    assert err.count("cannot connect") == 1  # one line for the whole outage
+    assert "recovered" in err
+
+
+def test_kill_9_during_a_run_then_restart_loses_nothing(ws, influx):
+    ws.write(
+        {"backend": "simulated", "watts": 3600, "speed": 20, "seed": 3},
+        SINKS=[{"type": "file", "path": str(ws.csv)}, influx_sink(influx)],
+    )
+    args = ("--pidfile", str(ws.pidfile), "--logfile", str(ws.logfile))
+    assert ws.power(*args).returncode == 0
+    pid = int(ws.pidfile.read_text())
+    try:
+        wait_for(lambda: influx.count() >= 30, timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid))
+        assert ws.power(*args).returncode == 0
+        seen = influx.count()
+        wait_for(lambda: influx.count() >= seen + 30, timeout=30)
+        assert ws.power("--pidfile", str(ws.pidfile), "--kill").returncode == 0
+    finally:
+        current = ws.pidfile.exists() and int(ws.pidfile.read_text())
+        if current and pid_alive(current):
+            os.kill(current, signal.SIGKILL)
+    pulses = [p["pulses"] for p in influx.series('SELECT "pulses" FROM "power"')]
+    assert sorted(pulses) == list(range(1, len(pulses) + 1))
+    assert len(pulses) == len(pulse_rows(read_csv(ws.csv)))
+
+
+def test_creates_the_database_when_missing(ws, influx, tmp_path):
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[influx_sink(influx, database="fresh", measurement="house_power")],
+    )
+    replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(10)])
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
+    assert res.returncode == 0, res.stderr
+    assert influx.count(db="fresh", measurement="house_power") == 10
+
+
+def test_bad_credentials_are_reported_once_and_other_sinks_go_on(tmp_path, ws):
+    server = Influx(tmp_path / "influx-auth", auth=True)
+    server.start()
+    try:
+        server.query(
+            "CREATE USER admin WITH PASSWORD 'right-secret' WITH ALL PRIVILEGES", db=""
+        )
+        ws.write(
+            {"backend": "simulated"},
+            SINKS=[
+                {"type": "file", "path": str(ws.csv)},
+                influx_sink(server, username="admin", password="wrong-Secret-42"),
+            ],
+            DRAIN_TIMEOUT_S=3,
+        )
+        replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(30)])
+        res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-v")
+        status = ws.power("--status")
+    finally:
+        server.stop()
+    assert res.returncode == 1  # the InfluxDB sink could not drain
+    assert len(pulse_rows(read_csv(ws.csv))) == 30  # the file sink went on
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
+    assert sum("authentication failed" in line for line in errors) == 1
+    assert "check username and password" in res.stderr
+    assert "wrong-Secret-42" not in res.stderr + res.stdout + status.stdout
+    assert "sink influxdb: backlog 30 readings" in status.stdout
