@@ -27,8 +27,7 @@ from inputs.base import InputError  # noqa: E402
 from journal import journal_path, read_status  # noqa: E402
 from options import SettingsError  # noqa: E402
 from runtime import EXIT_FAILURE, EXIT_OK, Service, StartError  # noqa: E402
-
-VERSION = "1.0.0"
+from version import VERSION  # noqa: E402
 
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3

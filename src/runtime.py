@@ -147,8 +147,9 @@ class Service:
 
     def _sinks(self) -> List[Sink]:
         sinks: List[Sink] = []
+        meters = [m.config.name for m in self.settings.meters]
         for setup in self.settings.sinks:
-            sinks.append(setup.cls(setup.name, setup.options, self.log))
+            sinks.append(setup.cls(setup.name, setup.options, self.log, meters))
         if self.console:
             sinks.append(ConsoleSink("console", {}, self.log))
         return sinks

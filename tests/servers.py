@@ -176,6 +176,10 @@ class Mosquitto(Server):
             "log_type warning",
             "log_type notice",
         ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto would become user 'mosquitto' and
+            # lose access to the test's private temp directory.
+            lines.append("user root")
         if tls:
             lines += [
                 f"cafile {tls['ca']}",

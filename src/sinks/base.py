@@ -12,6 +12,7 @@ from typing import ClassVar, Dict, Optional, Sequence
 
 from meter import Reading
 from options import Option
+from version import VERSION
 
 # Keys every sink understands; the runner uses them, not the sink.
 COMMON_OPTIONS: Dict[str, Option] = {
@@ -48,10 +49,18 @@ class Sink:
     # False for sinks whose position is not worth keeping across restarts.
     PERSISTENT: ClassVar[bool] = True
 
-    def __init__(self, name: str, options: dict, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        name: str,
+        options: dict,
+        log: logging.Logger,
+        meters: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.options = options
         self.log = log
+        self.meters = list(meters)  # the configured meters' names
+        self.version = VERSION
 
     def open(self) -> None:
         """Connect or open; raise SinkError when it cannot (it is retried)."""

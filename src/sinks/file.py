@@ -22,8 +22,8 @@ TAIL_BYTES = 4096
 class FileSink(Sink):
     OPTIONS = {"path": Option("path")}
 
-    def __init__(self, name, options, log) -> None:
-        super().__init__(name, options, log)
+    def __init__(self, name, options, log, meters=()) -> None:
+        super().__init__(name, options, log, meters)
         self.path: str = options["path"]
         self._file: Optional[IO[bytes]] = None
         self._last_line: Optional[str] = None

@@ -44,8 +44,8 @@ class InfluxDBSink(Sink):
         "create_database": Option("bool", True),
     }
 
-    def __init__(self, name, options, log) -> None:
-        super().__init__(name, options, log)
+    def __init__(self, name, options, log, meters=()) -> None:
+        super().__init__(name, options, log, meters)
         self.client: Any = None
         self._errors: Any = None
 

@@ -15,6 +15,7 @@ from sinks.base import Sink
 SINKS: Dict[str, str] = {
     "file": "sinks.file:FileSink",
     "influxdb": "sinks.influxdb:InfluxDBSink",
+    "mqtt": "sinks.mqtt:MQTTSink",
 }
 
 

@@ -1,0 +1,3 @@
+"""The version of power, shown by --version and sent in MQTT discovery."""
+
+VERSION = "1.0.0"
