@@ -22,11 +22,11 @@ from options import Option, SettingsError, validate
 from sinks.base import COMMON_OPTIONS, Sink
 from sinks.registry import sink_class
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _check_name(value: str) -> Optional[str]:
-    if NAME_RE.match(value):
+    if NAME_RE.fullmatch(value):
         return None
     return "expected 1 to 64 letters, digits, '_' or '-'"
 
@@ -285,7 +285,7 @@ def _choice(name: str, value: Any, choices) -> str:
 
 def _number(name: str, value: Any, low: float, high: float) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not low <= value <= high:
+    if not ok or not low <= value <= high:  # NaN fails the range too
         raise SettingsError(
             f"{name} = {value!r}: expected a number from {low} to {high}"
         )

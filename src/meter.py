@@ -57,8 +57,15 @@ class Meter:
         self.implausible = 0  # edges implying more than max_power_w
         self._debounce_ns = int(config.debounce_ms * 1_000_000)
         # The shortest interval a real pulse can have at max_power_w.
-        self._min_interval_ns = int(
-            NS_PER_S * 3600.0 * 1000.0 / (config.pulses_per_kwh * config.max_power_w)
+        # (At least 1 ns: two edges at one instant are never two pulses.)
+        self._min_interval_ns = max(
+            1,
+            int(
+                NS_PER_S
+                * 3600.0
+                * 1000.0
+                / (config.pulses_per_kwh * config.max_power_w)
+            ),
         )
         self._idle_ns = int(config.idle_timeout_s * NS_PER_S)
         self._last_ns: Optional[int] = None

@@ -83,7 +83,22 @@ class Monitor:
             self.log.exception("monitor stopped on an unexpected error")
             self.stopping.set()
         finally:
+            self._drain_queue()
             self._commit()
+
+    def _drain_queue(self) -> None:
+        """Take edges queued before the inputs stopped: they are pulses."""
+        blink = None
+        while True:
+            try:
+                index, t_ns, t_wall = self.edges.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._take(self.meters[index], t_ns, t_wall, blink)
+            except Exception:
+                self.log.exception("cannot take a queued edge")
+                return
 
     def _loop(self) -> None:
         get = self.edges.get

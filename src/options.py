@@ -9,6 +9,7 @@ expected, so a typo never reaches GPIO or a fork.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -69,7 +70,11 @@ def _type_ok(kind: str, value: Any) -> bool:
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind in ("float", "number"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
     if kind == "str":
         return isinstance(value, str)
     if kind == "path":

@@ -91,10 +91,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     p.add_argument("--version", action="version", version=f"power {VERSION}")
     args = p.parse_args(argv)
-    if args.simulate is not None and not 0 < args.simulate <= 1_000_000:
+    if args.simulate is not None and not 0 < args.simulate <= 1_000_000:  # NaN too
         p.error(f"--simulate {args.simulate:g}: expected a mean load in W above 0")
-    if args.speed is not None and args.speed < 0:
-        p.error(f"--speed {args.speed:g}: expected 0 or more")
+    if args.speed is not None and not 0 <= args.speed <= 1e9:  # NaN too
+        p.error(f"--speed {args.speed:g}: expected a factor from 0 to 1e9")
     return args
 
 

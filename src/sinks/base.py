@@ -61,6 +61,9 @@ class Sink:
         self.log = log
         self.meters = list(meters)  # the configured meters' names
         self.version = VERSION
+        # Set by the runner before each write: the batch may not reach the
+        # journal's end (it was cut at the batch size).
+        self.more_waiting = False
 
     def open(self) -> None:
         """Connect or open; raise SinkError when it cannot (it is retried)."""

@@ -16,6 +16,7 @@ SINKS: Dict[str, str] = {
     "file": "sinks.file:FileSink",
     "influxdb": "sinks.influxdb:InfluxDBSink",
     "mqtt": "sinks.mqtt:MQTTSink",
+    "librato": "sinks.librato:LibratoSink",
 }
 
 

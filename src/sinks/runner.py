@@ -19,6 +19,8 @@ from typing import Callable, Optional
 from journal import JournalReader
 from sinks.base import Sink, SinkError
 
+MAX_BATCH = 1_000_000
+
 
 class Backoff:
     """Exponential backoff with full jitter, capped at `cap` seconds."""
@@ -71,6 +73,7 @@ class SinkRunner:
         self._streak_started: Optional[float] = None
         self._streak_error = ""
         self._permanent = False
+        self._limit = batch_size
 
     # Called from other threads -------------------------------------------
 
@@ -117,6 +120,7 @@ class SinkRunner:
 
     def _loop(self, reader: JournalReader) -> None:
         last_write = 0.0
+        limit = self.batch_size
         while True:
             stopping = self._stopping.is_set()
             if stopping and self.failing:
@@ -126,8 +130,9 @@ class SinkRunner:
                 self.log.info("sink %s: reopening", self.name)
                 self.sink.close()
                 self._opened = False
+            self._limit = limit
             try:
-                rows = reader.read(self.batch_size)
+                rows = reader.read(limit)
             except sqlite3.Error as exc:
                 self.log.error("sink %s: cannot read the journal: %s", self.name, exc)
                 self._wait(self.backoff.next_delay())
@@ -138,17 +143,22 @@ class SinkRunner:
                 self._wake.wait(self.flush_interval_s or 1.0)
                 self._wake.clear()
                 continue
-            if len(rows) < self.batch_size and not stopping:
+            if len(rows) < limit and not stopping:
                 delay = last_write + self.flush_interval_s - time.monotonic()
                 if delay > 0:
                     self._wait(delay)
                     continue
             if self._deliver(rows, reader):
                 last_write = time.monotonic()
+                limit = self.batch_size
             elif stopping:
                 return
             elif self.failing:
                 self._wait(self.backoff.next_delay(self._permanent))
+            elif len(rows) == limit:
+                # The sink held back a whole batch (one open period fills
+                # it): read a larger one rather than wait forever.
+                limit = min(limit * 2, MAX_BATCH)
             else:  # the sink held everything back (an open period)
                 self._wake.wait(max(self.flush_interval_s, 0.5))
                 self._wake.clear()
@@ -164,6 +174,7 @@ class SinkRunner:
             if not self._opened:
                 self.sink.open()
                 self._opened = True
+            self.sink.more_waiting = len(rows) >= self._limit
             taken = self.sink.write([reading for _, reading in rows])
         except SinkError as exc:
             self._permanent = not exc.retry

@@ -1,0 +1,162 @@
+"""Librato sink (`librato-metrics`): per-period aggregates, as the original
+monitor sent them.
+
+For each meter (the Librato source) and each `period_s`, one gauge
+`<prefix>.power_w` with count, sum, min and max of the readings' power, and
+one gauge `<prefix>.energy_kwh` with the period's latest energy, stamped at
+the start of the period. A period is submitted once it is closed: a later
+reading exists, or its end is a few seconds past. Readings of a period still
+open stay in the journal (the runner's cursor stops before them), so every
+reading is counted in exactly one aggregate, across retries and restarts; a
+resubmitted aggregate has the same time and values and replaces itself.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from meter import Reading
+from options import Option
+from sinks.base import Sink, SinkError
+
+DEFAULT_API_URL = "https://metrics-api.librato.com"
+GRACE_S = 5.0  # a reading reaches the journal at most ~1 s after its time
+
+
+def _check_url(value: str) -> Optional[str]:
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "expected http(s)://host[:port], e.g. " + DEFAULT_API_URL
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
+class _ServerError(Exception):
+    """Raised from inside librato's retry loop to take retries over."""
+
+
+def _no_internal_retry(backoff: float) -> float:
+    # librato-metrics retries a 5xx forever, sleeping in our thread; the
+    # runner retries with backoff instead and can stop at once.
+    raise _ServerError("the Librato API answered with a server error (5xx)")
+
+
+class LibratoSink(Sink):
+    OPTIONS = {
+        "user": Option("str"),
+        "token": Option("str", secret=True),
+        "prefix": Option("str", "power"),
+        "period_s": Option("int", 60, minimum=1, maximum=86400),
+        "api_url": Option("str", DEFAULT_API_URL, check=_check_url),
+        "timeout_s": Option("number", 10.0, minimum=0.1, maximum=600.0),
+    }
+
+    def __init__(self, name, options, log, meters=()) -> None:
+        super().__init__(name, options, log, meters)
+        self.conn: Any = None
+        self.clock = time.time
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.options['api_url']})"
+
+    def open(self) -> None:
+        import librato
+
+        url = urllib.parse.urlsplit(self.options["api_url"])
+        conn = librato.connect(
+            self.options["user"],
+            self.options["token"],
+            hostname=url.netloc,
+            base_path=url.path.rstrip("/") + "/v1/",
+            protocol=url.scheme,
+        )
+        conn.set_timeout(self.options["timeout_s"])
+        conn.backoff_logic = _no_internal_retry
+        self.conn = conn
+
+    def closed_prefix(self, batch: Sequence[Reading], now: float) -> int:
+        """How many readings from the front belong to closed periods."""
+        if not batch:
+            return 0
+        period = self.options["period_s"]
+        last_start = batch[-1].time - batch[-1].time % period
+        if not self.more_waiting and last_start + period + GRACE_S <= now:
+            return len(batch)
+        for i, r in enumerate(batch):
+            if r.time - r.time % period >= last_start:
+                return i  # 0 when one period fills the batch: the runner
+                # then reads a larger one
+        return len(batch)
+
+    def aggregates(
+        self, batch: Sequence[Reading]
+    ) -> Dict[Tuple[str, int], Dict[str, Any]]:
+        """(meter, period start) -> power aggregate and latest energy."""
+        period = self.options["period_s"]
+        out: Dict[Tuple[str, int], Dict[str, Any]] = {}
+        for r in batch:
+            key = (r.meter, int(r.time - r.time % period))
+            agg = out.setdefault(key, {"power": None, "energy": r.energy_kwh})
+            agg["energy"] = r.energy_kwh
+            if r.power_w is None:
+                continue
+            p = agg["power"]
+            if p is None:
+                agg["power"] = {
+                    "count": 1,
+                    "sum": r.power_w,
+                    "min": r.power_w,
+                    "max": r.power_w,
+                }
+            else:
+                p["count"] += 1
+                p["sum"] += r.power_w
+                p["min"] = min(p["min"], r.power_w)
+                p["max"] = max(p["max"], r.power_w)
+        return out
+
+    def write(self, batch: Sequence[Reading]) -> Optional[int]:
+        if self.conn is None:
+            raise SinkError("not connected")
+        taken = self.closed_prefix(batch, self.clock())
+        if taken == 0:
+            return 0
+        from librato.aggregator import Aggregator
+
+        prefix = self.options["prefix"]
+        queue = self.conn.new_queue()
+        for (meter, start), agg in self.aggregates(batch[:taken]).items():
+            aggregator = Aggregator(self.conn, source=meter, measure_time=start)
+            if agg["power"] is not None:
+                aggregator.measurements[f"{prefix}.power_w"] = dict(agg["power"])
+            aggregator.add(f"{prefix}.energy_kwh", round(agg["energy"], 6))
+            queue.add_aggregator(aggregator)
+        self._submit(queue)
+        return taken
+
+    def _submit(self, queue: Any) -> None:
+        from librato import exceptions
+
+        where = self.describe()
+        try:
+            queue.submit()
+        except exceptions.Unauthorized:
+            raise SinkError(
+                f"{where}: 401 Unauthorized; check 'user' and 'token'", retry=False
+            ) from None
+        except exceptions.ClientError as exc:
+            raise SinkError(f"{where}: request rejected: {exc}", retry=False) from None
+        except _ServerError as exc:
+            raise SinkError(f"{where}: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise SinkError(f"{where}: cannot connect ({exc})") from None
+        except Exception as exc:  # http.client errors
+            raise SinkError(f"{where}: {type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn = None

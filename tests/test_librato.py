@@ -1,0 +1,122 @@
+"""The Librato sink against a local server that checks the documented API."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import pulse_rows, read_csv, write_replay
+from librato_server import LibratoAPI
+
+T0 = 1_700_000_040.0  # a whole minute
+SECRET = "librato-Token-0123456789"
+
+
+@pytest.fixture
+def api():
+    server = LibratoAPI("me@example.com", SECRET)
+    server.start()
+    yield server
+    server.stop()
+
+
+def librato_sink(api, **extra):
+    sink = {
+        "type": "librato",
+        "user": "me@example.com",
+        "token": SECRET,
+        "api_url": api.url,
+        "flush_interval_s": 0.2,
+        "retry_max_s": 0.5,
+    }
+    sink.update(extra)
+    return sink
+
+
+def by_name(api, name):
+    return sorted(
+        (g for g in api.gauges if g["name"] == name), key=lambda g: g["measure_time"]
+    )
+
+
+def test_every_reading_is_counted_in_exactly_one_aggregate(ws, api, tmp_path):
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[{"type": "file", "path": str(ws.csv)}, librato_sink(api, batch_size=7)],
+    )
+    # 3 s apart for 10 minutes, then a 0 W idle reading, then more pulses.
+    times = [T0 + i * 3 for i in range(200)]
+    times += [times[-1] + 400 + i * 1.5 for i in range(1, 41)]
+    replay = write_replay(tmp_path / "p.txt", times)
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
+    assert res.returncode == 0, res.stderr
+
+    rows = read_csv(ws.csv)
+    known = [r for r in rows if r["power_w"] != ""]
+    power = by_name(api, "power.power_w")
+    assert sum(g["count"] for g in power) == len(known) == 240
+    assert sum(g["sum"] for g in power) == pytest.approx(
+        sum(float(r["power_w"]) for r in known)
+    )
+    times_seen = [(g["source"], g["measure_time"]) for g in power]
+    assert len(times_seen) == len(set(times_seen))  # one aggregate per period
+    assert all(g["measure_time"] % 60 == 0 for g in power)
+    assert {g["source"] for g in power} == {"house"}
+    first = power[0]
+    assert first["measure_time"] == int(T0)
+    assert first["count"] == 19  # 20 pulses in the first minute, first unknown
+    assert first["min"] == first["max"] == pytest.approx(1200.0)
+    assert min(g["min"] for g in power) == 0.0  # the idle reading
+
+    energy = by_name(api, "power.energy_kwh")
+    assert energy[-1]["value" if "value" in energy[-1] else "max"] == pytest.approx(
+        0.24
+    )
+    for g in api.requests:
+        assert g["path"] == "/v1/metrics"
+
+
+def test_server_errors_are_retried_without_losing_a_reading(ws, api, tmp_path):
+    api.fail_next = 3
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[librato_sink(api, prefix="home.elec", period_s=10)],
+    )
+    replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(100)])
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
+    assert res.returncode == 0, res.stderr
+    power = by_name(api, "home.elec.power_w")
+    assert sum(g["count"] for g in power) == 99
+    assert [g["measure_time"] for g in power] == [int(T0) + 10 * i for i in range(10)]
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "server error" in errors[0]
+
+
+def test_bad_token_is_reported_once_and_never_logged(ws, api, tmp_path):
+    wrong = "wrong-Token-987654321"
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[
+            {"type": "file", "path": str(ws.csv)},
+            librato_sink(api, token=wrong),
+        ],
+        DRAIN_TIMEOUT_S=2,
+    )
+    replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(20)])
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-v")
+    status = ws.power("--status")
+    assert res.returncode == 1
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
+    assert sum("401 Unauthorized" in line for line in errors) == 1
+    assert len(pulse_rows(read_csv(ws.csv))) == 20
+    for text in (res.stderr, res.stdout, status.stdout):
+        assert wrong not in text and SECRET not in text
+    assert "sink librato: backlog 20 readings" in status.stdout
+
+
+def test_api_url_must_be_http(ws):
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[{"type": "librato", "user": "u", "token": "t", "api_url": "ftp://x"}],
+    )
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2
+    assert "api_url" in res.stderr and "http(s)://host[:port]" in res.stderr
