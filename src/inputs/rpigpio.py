@@ -14,6 +14,10 @@ from typing import Any, List
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
 from options import Option
 
+# The header's GPIOs: BCM 0-27; BOARD pins 1-40 (RPi.GPIO rejects the
+# power and ground pins itself).
+PIN_RANGE = {"bcm": (0, 27), "board": (1, 40)}
+
 OFF_PI_HINT = (
     "RPi.GPIO works only on a Raspberry Pi 1 to 4 (for a Pi 5 see the README's "
     "input backends; to try power without a meter use "
@@ -60,6 +64,12 @@ class RpiGpioInput(InputBackend):
 
     @classmethod
     def preflight(cls, options: dict) -> None:
+        low, high = PIN_RANGE[options["numbering"]]
+        if not low <= options["pin"] <= high:
+            raise InputError(
+                f"INPUT['pin'] = {options['pin']!r}: expected {low} to {high} in "
+                f"{options['numbering']!r} numbering"
+            )
         import_gpio()
 
     def __init__(self, options, meter, log) -> None:
@@ -103,11 +113,15 @@ class RpiGpioInput(InputBackend):
                 kwargs["bouncetime"] = bounce
             GPIO.add_event_detect(self.pin, edge[self.options["edge"]], **kwargs)
         except RuntimeError as exc:
+            self.stop()
             raise InputError(
                 f"cannot watch GPIO pin {self.pin}: {exc}. Is another program "
-                "using it, and is this user in the 'gpio' group?"
+                "using it, and is this user in the 'gpio' group? On Raspberry "
+                "Pi OS Bookworm (kernel 6.6 and later) RPi.GPIO 0.7 cannot "
+                "detect edges: 'pip install rpi-lgpio' replaces it in place"
             ) from None
         except ValueError as exc:
+            self.stop()
             raise InputError(f"GPIO pin {self.pin} cannot be used: {exc}") from None
 
     def led(self, pin: int) -> LedOutput:
