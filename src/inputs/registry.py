@@ -14,6 +14,7 @@ from options import SettingsError
 
 BACKENDS: Dict[str, str] = {
     "rpigpio": "inputs.rpigpio:RpiGpioInput",
+    "gpiod": "inputs.libgpiod:GpiodInput",
     "simulated": "inputs.simulated:SimulatedInput",
     "replay": "inputs.replay:ReplayInput",
 }

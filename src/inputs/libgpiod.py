@@ -1,0 +1,179 @@
+"""libgpiod v2 backend (`gpiod` package): the GPIO character device.
+
+Works on every Raspberry Pi including the 5 (where RPi.GPIO does not) and on
+other Linux boards. The kernel debounces the line and timestamps each edge
+on CLOCK_MONOTONIC as it happens, so intervals do not depend on how quickly
+Python gets to the event. One reader thread waits for events with a short
+timeout (so stop is prompt), reads every queued event in one call and hands
+each on; there is no callback thread per edge.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import timedelta
+from typing import Any, Optional
+
+from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
+from options import Option
+
+WAIT_S = 0.2  # the longest stop() waits for the reader
+CONSUMER = "power"
+
+
+def import_gpiod() -> Any:
+    try:
+        import gpiod
+        import gpiod.line  # noqa: F401 (the enums)
+    except ImportError as exc:
+        raise InputError(
+            f"INPUT backend 'gpiod' needs the gpiod module, libgpiod v2 ({exc}). "
+            "Install it with 'pip install gpiod' (on a Raspberry Pi; to try "
+            "power without a meter use --simulate WATTS)"
+        ) from None
+    return gpiod
+
+
+def chip_path(chip: str) -> str:
+    """'0', 'gpiochip0' or '/dev/gpiochip0' -> '/dev/gpiochip0'."""
+    if chip.isdigit():
+        return f"/dev/gpiochip{chip}"
+    if "/" not in chip:
+        return f"/dev/{chip}"
+    return chip
+
+
+def _explain(exc: Exception, what: str, path: str) -> InputError:
+    if isinstance(exc, FileNotFoundError):
+        return InputError(
+            f"{what}: {path} does not exist; list the chips with 'gpiodetect' "
+            "(Debian package gpiod) and set INPUT['chip']"
+        )
+    if isinstance(exc, PermissionError):
+        return InputError(
+            f"{what}: no permission to open {path}; add this user to the "
+            "'gpio' group ('sudo adduser $USER gpio', then log in again)"
+        )
+    if isinstance(exc, OSError) and exc.errno == 16:  # EBUSY
+        return InputError(
+            f"{what}: the line is in use by another program ('gpioinfo' shows which)"
+        )
+    return InputError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class GpiodLed(LedOutput):
+    def __init__(self, gpiod: Any, path: str, pin: int, log) -> None:
+        super().__init__(pin, log)
+        from gpiod.line import Direction, Value
+
+        self._value = Value
+        try:
+            self.request = gpiod.request_lines(
+                path,
+                consumer=f"{CONSUMER}-led",
+                config={
+                    pin: gpiod.LineSettings(
+                        direction=Direction.OUTPUT, output_value=Value.INACTIVE
+                    )
+                },
+            )
+        except (OSError, ValueError) as exc:
+            raise _explain(exc, f"LED on {path} line {pin}", path) from None
+
+    def set(self, on: bool) -> None:
+        value = self._value.ACTIVE if on else self._value.INACTIVE
+        self.request.set_value(self.pin, value)
+
+    def close(self) -> None:
+        try:
+            self.request.set_value(self.pin, self._value.INACTIVE)
+        finally:
+            self.request.release()
+
+
+class GpiodInput(InputBackend):
+    OPTIONS = {
+        "backend": Option("str"),
+        "chip": Option("str", "gpiochip0"),
+        "line": Option("int", 24, minimum=0, maximum=1023),
+        "edge": Option("str", "falling", choices=("falling", "rising")),
+        "pull": Option("str", "up", choices=("up", "down", "off")),
+    }
+
+    @classmethod
+    def preflight(cls, options: dict) -> None:
+        import_gpiod()
+        path = chip_path(options["chip"])
+        if not os.path.exists(path):
+            raise _explain(FileNotFoundError(path), "INPUT['chip']", path)
+
+    def __init__(self, options, meter, log) -> None:
+        super().__init__(options, meter, log)
+        self.gpiod = import_gpiod()
+        self.path = chip_path(options["chip"])
+        self.line: int = options["line"]
+        self.request: Any = None
+        self._stopping = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def describe(self) -> str:
+        return f"gpiod {self.path} line {self.line}"
+
+    def start(self, on_edge: EdgeCallback, backlog: Backlog) -> None:
+        from gpiod.line import Bias, Direction, Edge
+
+        edge = {"falling": Edge.FALLING, "rising": Edge.RISING}
+        bias = {"up": Bias.PULL_UP, "down": Bias.PULL_DOWN, "off": Bias.DISABLED}
+        settings = self.gpiod.LineSettings(
+            direction=Direction.INPUT,
+            edge_detection=edge[self.options["edge"]],
+            bias=bias[self.options["pull"]],
+            debounce_period=timedelta(milliseconds=self.meter.debounce_ms),
+        )
+        try:
+            self.request = self.gpiod.request_lines(
+                self.path, consumer=CONSUMER, config={self.line: settings}
+            )
+        except (OSError, ValueError) as exc:
+            what = f"input {self.path} line {self.line}"
+            raise _explain(exc, what, self.path) from None
+        self._thread = threading.Thread(
+            target=self._read, args=(on_edge,), name=f"gpiod-{self.line}", daemon=True
+        )
+        self._thread.start()
+
+    def _read(self, on_edge: EdgeCallback) -> None:
+        """Hand each kernel-stamped edge on, with the wall time it happened."""
+        request = self.request
+        wait = timedelta(seconds=WAIT_S)
+        monotonic_ns, wall = time.monotonic_ns, time.time
+        while not self._stopping.is_set():
+            try:
+                if not request.wait_edge_events(wait):
+                    continue
+                events = request.read_edge_events()
+            except (OSError, ValueError) as exc:
+                if not self._stopping.is_set():
+                    self.log.error("gpiod %s line %s: %s", self.path, self.line, exc)
+                    self._stopping.wait(1.0)
+                continue
+            now_ns, now_wall = monotonic_ns(), wall()
+            for event in events:
+                ts = event.timestamp_ns
+                on_edge(ts, now_wall - (now_ns - ts) / 1e9)
+
+    def led(self, pin: int) -> LedOutput:
+        return GpiodLed(self.gpiod, self.path, pin, self.log)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(WAIT_S * 2 + 0.5)
+        if self.request is not None:
+            try:
+                self.request.release()
+            except (OSError, ValueError) as exc:
+                self.log.debug("gpiod release: %s", exc)
+            self.request = None
