@@ -47,6 +47,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         prog="power.py",
         description="Read an electricity meter's pulse LED and publish the "
         "readings (CSV file, InfluxDB, Librato, MQTT).",
+        epilog="power.py report -h: energy per hour, day or month from the journal.",
     )
     p.add_argument(
         "--settings",
@@ -389,7 +390,30 @@ def _daemon_main(
     return code
 
 
+def report_main(argv: List[str]) -> int:
+    """`power.py report ...`: energy per period from the journal."""
+    import report
+
+    args = report.parse_args(argv)
+    try:
+        path = args.settings or config.default_settings_path(HERE)
+        settings = config.load(path)
+        ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
+        if not os.path.exists(journal_path(settings.data_dir)):
+            return fail(
+                EXIT_FAILURE,
+                f"no journal in DATA_DIR {settings.data_dir} yet: power has not "
+                "run with these settings",
+            )
+        return report.run(args, settings.data_dir, ppk)
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     args = parse_args(argv)
     try:
         settings = load_settings(args)
