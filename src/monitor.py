@@ -105,7 +105,9 @@ class Monitor:
         meters = self.meters
         journal = self.journal
         blink = self.leds.blink if self.leds is not None else None
-        finite = [i for i in self.inputs if i.finite]
+        # A run ends by itself only when every input does (replays); a
+        # replay beside a live meter just stops adding pulses.
+        finite = self.inputs if all(i.finite for i in self.inputs) else []
         last_commit = time.monotonic()
         last_prune = 0.0
         while not self.stopping.is_set():

@@ -111,6 +111,8 @@ class Workspace:
             "SINKS": [{"type": "file", "path": str(self.csv)}],
         }
         names.update(extra)
+        if "METERS" in extra:  # the several-meters form replaces these two
+            del names["METER"], names["INPUT"]
         return write_settings(self.settings, **names)
 
     def power(self, *args: str, **kw) -> subprocess.CompletedProcess:
