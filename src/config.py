@@ -189,6 +189,11 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
     leds = validate("LEDS", values.get("LEDS") or {}, LEDS_OPTIONS)
 
     meters: List[MeterSetup] = []
+    if "METERS" in values and leds["detect"] is not None:
+        raise SettingsError(
+            f"LEDS['detect'] = {leds['detect']!r}: with METERS each meter has "
+            "its own 'detect_led'; set those and leave LEDS['detect'] out"
+        )
     if "METERS" in values:
         if "METER" in values or "INPUT" in values:
             raise SettingsError(
@@ -220,6 +225,7 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
     for name in names:
         if names.count(name) > 1:
             raise SettingsError(f"METERS: meter name {name!r} is used twice")
+    _check_pins(meters, leds["ready"])
 
     data_dir = values.get("DATA_DIR", DEFAULT_DATA_DIR)
     data_dir = _path("DATA_DIR", data_dir)
@@ -261,6 +267,30 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
     )
 
 
+def _check_pins(meters: List[MeterSetup], ready: Optional[int]) -> None:
+    """No GPIO used twice: an input pin that is also an LED, or two inputs."""
+    inputs: Dict[int, str] = {}
+    for m in meters:
+        pin = m.input_options.get("pin", m.input_options.get("line"))
+        if m.input_options["backend"] not in ("rpigpio", "gpiod") or pin is None:
+            continue
+        if pin in inputs:
+            raise SettingsError(
+                f"meter {m.config.name!r} reads GPIO {pin}, which meter "
+                f"{inputs[pin]!r} reads already; give each meter its own pin"
+            )
+        inputs[pin] = m.config.name
+    leds = [("LEDS['ready']", ready)] + [
+        (f"the detect LED of meter {m.config.name!r}", m.detect_led) for m in meters
+    ]
+    for what, pin in leds:
+        if pin is not None and pin in inputs:
+            raise SettingsError(
+                f"{what} = {pin}: that GPIO is meter {inputs[pin]!r}'s input; an "
+                "LED needs a pin of its own"
+            )
+
+
 def _path(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SettingsError(f"{name} = {value!r}: expected a directory path")
@@ -299,8 +329,12 @@ def load(path: str) -> Settings:
 def with_input(settings: Settings, backend: str, options: Dict[str, Any]) -> Settings:
     """Replace every meter's input (the --simulate and --replay options)."""
     meters = []
+    several = len(settings.meters) > 1
     for m in settings.meters:
         cls = backend_class(backend, "INPUT")
-        values = validate("command line", {"backend": backend, **options}, cls.OPTIONS)
+        given = {"backend": backend, **options}
+        if several and "meter" in cls.OPTIONS:
+            given["meter"] = m.config.name  # each meter takes its own CSV rows
+        values = validate("command line", given, cls.OPTIONS)
         meters.append(replace(m, input_class=cls, input_options=values))
     return replace(settings, meters=meters)

@@ -4,6 +4,7 @@ replay reader (which accepts the file sink's CSV back)."""
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from typing import Optional
 
@@ -16,9 +17,13 @@ COLUMNS = HEADER.split(",")
 def format_time(t: float) -> str:
     """ISO 8601 UTC with milliseconds and Z: 2024-05-01T12:00:00.123Z."""
     seconds, millis = divmod(int(round(t * 1000)), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + (
-        f".{millis:03d}Z"
-    )
+    return _second(seconds) + f".{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second(seconds: int) -> str:
+    # Readings come in time order, so a small cache spares most strftime calls.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def parse_time(text: str) -> float:
@@ -47,13 +52,8 @@ def format_number(value: Optional[float], places: int) -> str:
 
 def csv_line(r: Reading) -> str:
     """One CSV line (no newline). Meter names are checked to need no quoting."""
-    return ",".join(
-        (
-            format_time(r.time),
-            r.meter,
-            str(r.pulses),
-            format_number(r.energy_kwh, 6),
-            format_number(r.power_w, 2),
-            format_number(r.interval_s, 3),
-        )
+    t, meter, pulses, energy, power, interval = r
+    return (
+        f"{format_time(t)},{meter},{pulses},{format_number(energy, 6)},"
+        f"{format_number(power, 2)},{format_number(interval, 3)}"
     )

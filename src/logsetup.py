@@ -51,8 +51,12 @@ def configure(
     foreground: bool,
     logfile: Optional[str],
     secrets: Iterable[str],
+    fallback: str = "power.log",
 ) -> logging.Logger:
-    """Set up the 'power' logger once, after any fork; return it."""
+    """Set up the 'power' logger once, after any fork; return it.
+
+    `fallback` is the log file of a detached daemon where there is no syslog.
+    """
     log = logging.getLogger(LOGGER)
     for handler in list(log.handlers):
         log.removeHandler(handler)
@@ -70,8 +74,9 @@ def configure(
             address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
         )
         handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
-    else:
-        handler = logging.NullHandler()
+    else:  # no syslog here: never log nowhere
+        handler = logging.handlers.WatchedFileHandler(fallback)
+        handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(RedactSecrets(secrets))
     log.addHandler(handler)
     return log

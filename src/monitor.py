@@ -21,8 +21,10 @@ from journal import Journal
 from leds import StatusLeds
 from meter import Meter
 
-TICK_S = 0.25
+TICK_S = 1.0  # idle readings are stamped at expiry, so a tick may be late
+WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
+RUN = 10000  # edges taken in one go before commits and ticks get a look
 
 
 class Monitor:
@@ -37,6 +39,7 @@ class Monitor:
         commit_interval_s: float = 1.0,
         retention_s: float = 0.0,
         sink_names: Sequence[str] = (),
+        on_done: Callable[[], None] = lambda: None,
     ) -> None:
         self.meters = list(meters)
         self.inputs = list(inputs)
@@ -47,6 +50,7 @@ class Monitor:
         self.commit_interval_s = commit_interval_s
         self.retention_s = retention_s
         self.sink_names = list(sink_names)
+        self.on_done = on_done  # told when the inputs ran out or it failed
         self.edges: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.exhausted = threading.Event()  # every finite input consumed
@@ -71,6 +75,7 @@ class Monitor:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.edges.put(WAKE)
 
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
@@ -82,6 +87,7 @@ class Monitor:
         except Exception:
             self.log.exception("monitor stopped on an unexpected error")
             self.stopping.set()
+            self.on_done()
         finally:
             self._drain_queue()
             self._commit()
@@ -91,11 +97,13 @@ class Monitor:
         blink = None
         while True:
             try:
-                index, t_ns, t_wall = self.edges.get_nowait()
+                item = self.edges.get_nowait()
             except queue.Empty:
                 return
+            if item is WAKE:
+                continue
             try:
-                self._take(self.meters[index], t_ns, t_wall, blink)
+                self._take(self.meters[item[0]], item[1], item[2], blink)
             except Exception:
                 self.log.exception("cannot take a queued edge")
                 return
@@ -110,23 +118,32 @@ class Monitor:
         finite = self.inputs if all(i.finite for i in self.inputs) else []
         last_commit = time.monotonic()
         last_prune = 0.0
+        get_nowait = self.edges.get_nowait
         while not self.stopping.is_set():
+            # Clocks first: a virtual clock covers only edges already queued.
+            clocks = [backend.clock()[0] for backend in self.inputs]
             try:
-                index, t_ns, t_wall = get(timeout=TICK_S)
+                item = get(timeout=TICK_S)
             except queue.Empty:
-                pass
-            else:
-                self._take(meters[index], t_ns, t_wall, blink)
-                # Drain what else is queued before looking at clocks.
-                for _ in range(10000):
-                    try:
-                        index, t_ns, t_wall = self.edges.get_nowait()
-                    except queue.Empty:
-                        break
-                    self._take(meters[index], t_ns, t_wall, blink)
-            for meter, backend in zip(meters, self.inputs):
-                for reading in meter.tick(backend.clock()[0]):
-                    journal.append(reading)
+                item = WAKE
+            # Take what is queued, a bounded run so commits still come.
+            behind = False
+            for taken in range(RUN):
+                if item is not WAKE:
+                    self._take(meters[item[0]], item[1], item[2], blink)
+                if taken == RUN - 1:
+                    behind = True  # more may wait; the next round takes them
+                    break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            if not behind:
+                # Caught up: every edge before those clocks has been seen, so
+                # a silence that long is real.
+                for meter, now_ns in zip(meters, clocks):
+                    for reading in meter.tick(now_ns):
+                        journal.append(reading)
             now = time.monotonic()
             if now - last_commit >= self.commit_interval_s:
                 self._commit()
@@ -138,6 +155,7 @@ class Monitor:
                 if self.edges.empty():
                     self._commit()
                     self.exhausted.set()
+                    self.on_done()
                     finite = []
 
     def _take(self, meter: Meter, t_ns: int, t_wall: float, blink) -> None:

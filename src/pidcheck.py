@@ -39,12 +39,12 @@ def is_power_process(pid: int) -> bool:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmdline = f.read()
     except FileNotFoundError:
-        return os.path.isdir("/proc") is False
+        return not os.path.isdir("/proc")  # no /proc: trust kill(0)
     except OSError:
         return True
     if not cmdline:  # a zombie: exited, not yet reaped
         return False
-    return b"power" in cmdline
+    return b"power.py" in cmdline
 
 
 def running_pid(path: str) -> Optional[int]:

@@ -22,7 +22,7 @@ if HERE not in sys.path:
 import config  # noqa: E402
 import logsetup  # noqa: E402
 import pidcheck  # noqa: E402
-from csvformat import format_number, format_time  # noqa: E402
+from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
 from journal import journal_path, read_status  # noqa: E402
 from options import SettingsError  # noqa: E402
@@ -72,7 +72,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         action="store_true",
         help="say whether it runs, the last reading and each sink's backlog",
     )
-    p.add_argument("--logfile", metavar="PATH", help="log here (default: syslog)")
+    p.add_argument(
+        "--logfile",
+        metavar="PATH",
+        help="log here (default: LOGFILE, else stderr in the foreground and "
+        "syslog when detached)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--simulate",
@@ -92,8 +97,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     p.add_argument("--version", action="version", version=f"power {VERSION}")
     args = p.parse_args(argv)
-    if args.simulate is not None and not 0 < args.simulate <= 1_000_000:  # NaN too
-        p.error(f"--simulate {args.simulate:g}: expected a mean load in W above 0")
+    if args.simulate is not None and not 1 <= args.simulate <= 1_000_000:  # NaN too
+        p.error(f"--simulate {args.simulate:g}: expected a mean load from 1 to 1e6 W")
     if args.speed is not None and not 0 <= args.speed <= 1e9:  # NaN too
         p.error(f"--speed {args.speed:g}: expected a factor from 0 to 1e9")
     return args
@@ -173,7 +178,7 @@ def show_status(pidfile: str, settings: config.Settings) -> int:
             power = "unknown" if r.power_w is None else f"{r.power_w:.1f} W"
             print(
                 f"last reading: {name} at {format_time(r.time)}: {power}, "
-                f"{format_number(r.energy_kwh, 3)} kWh, pulse {r.pulses}"
+                f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
             )
         for name in sinks:
             print(f"sink {name}: backlog {status.backlog[name]} readings")
@@ -244,7 +249,8 @@ def make_service(
 ) -> Service:
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level)
     logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile
-    log = logsetup.configure(level, foreground, logfile, settings.secrets)
+    fallback = os.path.join(settings.data_dir, "power.log")
+    log = logsetup.configure(level, foreground, logfile, settings.secrets, fallback)
     return Service(settings, log, console=foreground)
 
 
@@ -426,9 +432,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return kill(pidfile)
     try:
         preflight(settings)
-        if args.nodaemon:
-            explicit = args.pidfile or settings.pidfile
-            return run_foreground(args, settings, pidfile if explicit else None)
+        if args.nodaemon:  # with a pidfile too, so --status and --kill work
+            return run_foreground(args, settings, pidfile)
         return run_daemon(args, settings, pidfile)
     except SettingsError as exc:
         return fail(EXIT_USAGE, str(exc))

@@ -49,6 +49,12 @@ def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, f
             if t is None:
                 continue
         else:
+            if meter is not None:
+                raise ReplayFileError(
+                    f"{path} line {number}: a plain pulse file has no meter "
+                    f"column, so it cannot feed meter {meter!r} alone; replay "
+                    "the file sink's CSV, which names each reading's meter"
+                )
             try:
                 t = float(line)
             except ValueError:

@@ -67,6 +67,7 @@ class Service:
         self.console = console
         self.stop_requested = threading.Event()
         self.reopen_requested = threading.Event()
+        self.wakeup = threading.Event()  # any of the above, or the monitor
         self.journal: Optional[Journal] = None
         self.inputs: List[InputBackend] = []
         self.runners: List[SinkRunner] = []
@@ -83,6 +84,7 @@ class Service:
             self.reopen_requested.set()
         else:
             self.stop_requested.set()
+        self.wakeup.set()
 
     # Start --------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class Service:
             log=self.log,
             retention_s=s.retention_days * 86400.0,
             sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
+            on_done=self.wakeup.set,
         )
         for runner in self.runners:
             runner.start()
@@ -159,8 +162,10 @@ class Service:
         path = journal_path(self.settings.data_dir)
         persistent = sink.PERSISTENT
 
+        cursors = self.journal.cursors if self.journal is not None else None
+
         def open_reader() -> JournalReader:
-            return JournalReader(path, sink.name, start_at_end=not persistent)
+            return JournalReader(path, sink.name, cursors, start_at_end=not persistent)
 
         return SinkRunner(
             sink,
@@ -184,6 +189,7 @@ class Service:
         monitor = self.monitor
         assert monitor is not None
         while not self.stop_requested.is_set():
+            self.wakeup.clear()
             if self.reopen_requested.is_set():
                 self.reopen_requested.clear()
                 self.log.info("SIGHUP: reopening files")
@@ -194,7 +200,8 @@ class Service:
             if monitor.stopping.is_set():
                 self.log.error("the monitor stopped; exiting")
                 return EXIT_FAILURE
-            self.stop_requested.wait(0.1)
+            # Signals interrupt this wait; everything that matters sets it.
+            self.wakeup.wait(5.0)
         self.log.info("stopping on signal")
         return EXIT_OK
 

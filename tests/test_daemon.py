@@ -340,3 +340,17 @@ def test_unwritable_sink_fails_replay_with_exit_1(ws, tmp_path):
     assert "did not write everything" in res.stderr
     assert res.stderr.count("cannot open") == 1  # one line per failure streak
     assert "Traceback" not in res.stderr
+
+
+def test_long_replay_counts_every_edge_and_no_false_idle(ws, tmp_path):
+    # More edges than the monitor takes in one run, and a replay thread far
+    # ahead of the monitor: no edge may be lost, and no 0 W idle reading may
+    # appear where the pulses have no gap (they are 2 s apart).
+    times = [1_700_000_000.0 + i * 2 for i in range(25_000)]
+    replay = write_replay(tmp_path / "long.txt", times)
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(ws.csv)
+    assert _contiguous(rows) == 25_000
+    assert [r for r in rows if r["power_w"] == "0"] == []
+    assert len(rows) == 25_000

@@ -485,7 +485,7 @@ def test_simulate_negative(tmp_path):
     proc = run_cli("--settings", str(path), "--nodaemon", "--simulate", "-5")
     line = usage_error(proc)
     assert "--simulate -5" in line
-    assert "above 0" in line
+    assert "from 1 to 1e6 W" in line
 
 
 def test_simulate_zero(tmp_path):
@@ -632,3 +632,26 @@ def test_demo_settings_load(monkeypatch):
     assert sink.cls is FileSink
     assert sink.options["path"] == str(REPO / "var" / "power.csv")
     assert s.ready_led == 23
+
+
+def test_led_on_the_input_pin_is_refused(tmp_path):
+    path = write_settings(
+        tmp_path,
+        "INPUT = {'backend': 'rpigpio', 'pin': 24}\n"
+        "LEDS = {'detect': 24, 'ready': 23}\n",
+    )
+    with pytest.raises(SettingsError) as caught:
+        config.load(str(path))
+    assert "detect LED of meter 'main' = 24" in str(caught.value)
+
+
+def test_two_meters_on_one_pin_are_refused(tmp_path):
+    path = write_settings(
+        tmp_path,
+        "del METER, INPUT\n"
+        "METERS = [{'name': 'a', 'input': {'backend': 'gpiod', 'line': 5}},\n"
+        "          {'name': 'b', 'input': {'backend': 'gpiod', 'line': 5}}]\n",
+    )
+    with pytest.raises(SettingsError) as caught:
+        config.load(str(path))
+    assert "meter 'b' reads GPIO 5" in str(caught.value)

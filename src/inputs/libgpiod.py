@@ -20,6 +20,7 @@ from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutp
 from options import Option
 
 WAIT_S = 0.2  # the longest stop() waits for the reader
+EVENT_BUFFER = 1024  # the kernel's most: edges wait there if we are held up
 CONSUMER = "power"
 
 
@@ -100,14 +101,23 @@ class GpiodInput(InputBackend):
         "line": Option("int", 24, minimum=0, maximum=1023),
         "edge": Option("str", "falling", choices=("falling", "rising")),
         "pull": Option("str", "up", choices=("up", "down", "off")),
+        # The kernel's debounce: a level must hold this long to count. It
+        # filters EMI spikes; keep it well under the flash length (METER
+        # debounce_ms, the lockout after a pulse, is applied by the meter).
+        "filter_ms": Option("number", 1.0, minimum=0.0, maximum=1000.0),
     }
 
     @classmethod
     def preflight(cls, options: dict) -> None:
-        import_gpiod()
+        gpiod = import_gpiod()
         path = chip_path(options["chip"])
         if not os.path.exists(path):
             raise _explain(FileNotFoundError(path), "INPUT['chip']", path)
+        if not gpiod.is_gpiochip_device(path):
+            raise InputError(
+                f"INPUT['chip'] = {options['chip']!r}: {path} is not a GPIO chip; "
+                "list the chips with 'gpiodetect'"
+            )
 
     def __init__(self, options, meter, log) -> None:
         super().__init__(options, meter, log)
@@ -130,11 +140,14 @@ class GpiodInput(InputBackend):
             direction=Direction.INPUT,
             edge_detection=edge[self.options["edge"]],
             bias=bias[self.options["pull"]],
-            debounce_period=timedelta(milliseconds=self.meter.debounce_ms),
+            debounce_period=timedelta(milliseconds=self.options["filter_ms"]),
         )
         try:
             self.request = self.gpiod.request_lines(
-                self.path, consumer=CONSUMER, config={self.line: settings}
+                self.path,
+                consumer=CONSUMER,
+                config={self.line: settings},
+                event_buffer_size=EVENT_BUFFER,
             )
         except (OSError, ValueError) as exc:
             what = f"input {self.path} line {self.line}"

@@ -31,6 +31,7 @@ class ReplayInput(InputBackend):
         self._worker = PacedThread(f"replay-{meter.name}", self.speed)
         self._first = None
         self._last_ns = 0
+        self._due_ns = 0
         self.count = 0
 
     @classmethod
@@ -54,25 +55,31 @@ class ReplayInput(InputBackend):
                 for _, t in read_pulses(self.path, self.options["meter"]):
                     if self._first is None:
                         self._first = t
+                    t_ns = int(t * NS_PER_S)
+                    self._due_ns = t_ns  # the clock must not pass it yet
                     if not self._worker.wait_until(t - self._first, backlog):
                         return
-                    t_ns = int(t * NS_PER_S)
-                    self._last_ns = t_ns
                     on_edge(t_ns, t)
+                    self._last_ns = t_ns  # only once it is queued
                     self.count += 1
             except (OSError, ReplayFileError) as exc:
                 self.log.error("replay stopped: %s", exc)
-            self.log.info("replay of %s done: %d pulses", self.path, self.count)
+            self.log.info("replay of %s done: %d edges", self.path, self.count)
             self.finished.set()
 
         self._worker.begin(run)
 
     def clock(self) -> Tuple[int, float]:
+        """The replay's own time: never past an edge not yet queued, so the
+        meter's idle timeout cannot fire inside a gap that is not there."""
+        last = self._last_ns
         if self._first is None or self.speed == 0 or self.finished.is_set():
-            ns = self._last_ns
+            ns = last
         else:
             ns = int((self._first + self._worker.elapsed_virtual()) * NS_PER_S)
-            ns = max(ns, self._last_ns)
+            if self._due_ns > last:
+                ns = min(ns, self._due_ns - 1)
+            ns = max(ns, last)
         return ns, ns / NS_PER_S
 
     def stop(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Optional, Tuple
+from typing import Tuple
 
 from inputs.base import Backlog, EdgeCallback, InputBackend, PacedThread
 from meter import NS_PER_S
@@ -56,6 +56,7 @@ class SimulatedInput(InputBackend):
         self._start_ns = 0
         self._start_wall = 0.0
         self._virtual = 0.0
+        self._due = 0.0
         self._rng = random.Random(options["seed"])
 
     def describe(self) -> str:
@@ -72,20 +73,25 @@ class SimulatedInput(InputBackend):
             while True:
                 interval = joules_per_pulse / power
                 virtual += interval
+                self._due = virtual  # the clock must not pass it yet
                 if not self._worker.wait_until(virtual, backlog):
                     return
-                self._virtual = virtual
                 on_edge(
                     self._start_ns + int(virtual * NS_PER_S),
                     self._start_wall + virtual,
                 )
+                self._virtual = virtual  # only once it is queued
                 power = load.step(interval)
 
         self._worker.begin(run)
 
     def clock(self) -> Tuple[int, float]:
-        virtual: Optional[float]
-        virtual = self._virtual if self.speed == 0 else self._worker.elapsed_virtual()
+        """Virtual time, never past a pulse not yet queued."""
+        last = self._virtual
+        if self.speed == 0:
+            virtual = last
+        else:
+            virtual = max(last, min(self._worker.elapsed_virtual(), self._due))
         return self._start_ns + int(virtual * NS_PER_S), self._start_wall + virtual
 
     def stop(self) -> None:

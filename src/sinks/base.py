@@ -81,11 +81,6 @@ class Sink:
     def close(self) -> None:
         """Release what open() took; never raises."""
 
-    def reopen(self) -> None:
-        """On SIGHUP (logrotate): by default close and open again."""
-        self.close()
-        self.open()
-
     def describe(self) -> str:
         """Where the sink writes, for logs and --status; no secrets."""
         return self.name

@@ -20,6 +20,7 @@ from journal import JournalReader
 from sinks.base import Sink, SinkError
 
 MAX_BATCH = 1_000_000
+IDLE_POLL_S = 5.0
 
 
 class Backoff:
@@ -140,7 +141,8 @@ class SinkRunner:
             if not rows:
                 if stopping:
                     return
-                self._wake.wait(self.flush_interval_s or 1.0)
+                # notify() wakes it on each commit; this is only a fallback.
+                self._wake.wait(max(self.flush_interval_s, IDLE_POLL_S))
                 self._wake.clear()
                 continue
             if len(rows) < limit and not stopping:
