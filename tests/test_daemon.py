@@ -354,3 +354,35 @@ def test_long_replay_counts_every_edge_and_no_false_idle(ws, tmp_path):
     assert _contiguous(rows) == 25_000
     assert [r for r in rows if r["power_w"] == "0"] == []
     assert len(rows) == 25_000
+
+
+def test_kill_9_in_a_fast_replay_leaves_no_duplicate_in_the_csv(ws, tmp_path):
+    # At replay speed thousands of readings pass between two saved cursors;
+    # after a kill -9 they come again and the file sink must skip them all.
+    times = [1_700_000_000.0 + i for i in range(150_000)]
+    replay = write_replay(tmp_path / "fast.txt", times)
+    proc = subprocess.Popen(
+        power_cmd(
+            "--settings", str(ws.settings), "--replay", str(replay),
+            "--speed", "0", "--nodaemon",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: ws.csv.exists() and ws.csv.stat().st_size > 100_000)
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    at_kill = len(read_csv(ws.csv))
+    empty = write_replay(tmp_path / "empty.txt", [])
+    res = ws.power("--replay", str(empty), "--speed", "0", "--nodaemon")
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(ws.csv)
+    conn = sqlite3.connect(ws.data / "journal.sqlite3")
+    (journal_rows,) = conn.execute("SELECT count(*) FROM readings").fetchone()
+    conn.close()
+    assert _contiguous(rows) == len(rows) == journal_rows
+    assert at_kill < len(rows)  # the file was behind: the restart caught up

@@ -1,15 +1,16 @@
 """CSV file sink: the plain record anyone can open in a spreadsheet.
 
-Appends each batch and syncs it before the runner moves its cursor. A crash
-between the two would write that batch again, so on open the sink reads the
-file's last line (dropping a half-written one) and skips the readings it
-already holds: after any crash the file has each reading exactly once.
+Appends each batch and syncs it before the runner moves its cursor, which
+the journal saves with its next commit. After a crash the readings since the
+last saved cursor come again, so on open the sink reads the file's last line
+(dropping a half-written one) and skips every reading up to it: after any
+crash the file has each reading exactly once.
 """
 
 from __future__ import annotations
 
 import os
-from typing import IO, Optional, Sequence
+from typing import IO, List, Optional, Sequence
 
 from csvformat import HEADER, csv_line
 from meter import Reading
@@ -26,7 +27,7 @@ class FileSink(Sink):
         super().__init__(name, options, log, meters)
         self.path: str = options["path"]
         self._file: Optional[IO[bytes]] = None
-        self._last_line: Optional[str] = None
+        self._skip_through: Optional[str] = None  # the file's last line
 
     def describe(self) -> str:
         return f"{self.name} ({self.path})"
@@ -40,10 +41,11 @@ class FileSink(Sink):
         except OSError as exc:
             raise SinkError(f"cannot open {self.path}: {exc.strerror}") from exc
         try:
-            self._last_line = self._repair_tail(f)
-            if self._last_line is None:
+            last = self._repair_tail(f)
+            if last is None:
                 f.write((HEADER + "\n").encode())
                 f.flush()
+            self._skip_through = None if last in (None, HEADER) else last
         except OSError as exc:
             f.close()
             raise SinkError(f"cannot prepare {self.path}: {exc.strerror}") from exc
@@ -73,15 +75,12 @@ class FileSink(Sink):
         lines = tail.rstrip(b"\n").split(b"\n")
         return lines[-1].decode("utf-8", "replace")
 
-    def write(self, batch: Sequence[Reading]) -> None:
+    def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self._file is None:
             raise SinkError(f"{self.path} is not open")
-        lines = [csv_line(r) for r in batch]
-        if self._last_line in lines:
-            # Written before a crash, but the cursor did not move: skip.
-            lines = lines[lines.index(self._last_line) + 1 :]
+        lines = self._unwritten([csv_line(r) for r in batch])
         if not lines:
-            return
+            return None
         data = ("\n".join(lines) + "\n").encode()
         try:
             self._file.write(data)
@@ -91,7 +90,23 @@ class FileSink(Sink):
             # A partial write is cut off on the next open.
             self.close()
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from exc
-        self._last_line = lines[-1]
+        return None
+
+    def _unwritten(self, lines: List[str]) -> List[str]:
+        """Drop the lines the file already had when it was opened: those up
+        to its last line, or older than it (times sort as text)."""
+        last = self._skip_through
+        if last is None:
+            return lines
+        last_time = last.split(",", 1)[0]
+        for i, line in enumerate(lines):
+            if line == last:
+                self._skip_through = None
+                return lines[i + 1 :]
+            if line.split(",", 1)[0] > last_time:
+                self._skip_through = None
+                return lines[i:]
+        return []
 
     def close(self) -> None:
         if self._file is not None:
