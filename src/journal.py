@@ -5,9 +5,10 @@ groups (at most once a second, and on stop). The last reading of each meter
 carries its cumulative pulse count, so energy stays continuous across
 restarts. Each sink reads forward from its own cursor and moves it only after
 a successful write, so an outage of any length or a kill -9 loses nothing
-that was committed; cursors are saved with the next group commit, as a
-reading sent twice after a crash is harmless to every sink. Rows every sink
-has passed are pruned after a retention period.
+that was committed. Cursors are saved with the next group commit, as a
+reading sent twice after a crash is harmless to those sinks; a sink that
+cannot tell (the CSV file) saves its own at once. Rows every sink has passed
+are pruned after a retention period.
 
 Written for SD cards: 1 KiB pages, no index beyond the sequence number, and
 one synced commit a second at most, whatever the number of sinks.
@@ -318,10 +319,16 @@ class JournalReader:
         ).fetchall()
         return [_row(r) for r in rows]
 
-    def advance(self, seq: int) -> None:
-        """Record that everything up to `seq` reached the sink; it is saved
-        with the journal's next commit."""
-        if self.persistent and self.cursors is not None:
+    def advance(self, seq: int, durable: bool = False) -> None:
+        """Record that everything up to `seq` reached the sink: saved now if
+        `durable`, else with the journal's next commit."""
+        if self.persistent and durable:
+            self.conn.execute(
+                "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
+                "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq",
+                (self.sink, seq),
+            )
+        elif self.persistent and self.cursors is not None:
             self.cursors.advance(self.sink, seq)
         self._cursor = seq
 

@@ -157,12 +157,15 @@ def pidfile_path(args: argparse.Namespace, settings: config.Settings) -> str:
 # --status and --kill -------------------------------------------------------------
 
 
-def show_status(pidfile: str, settings: config.Settings) -> int:
+def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
     pid = pidcheck.running_pid(pidfile)
     if pid is not None:
         print(f"power is running (pid {pid}, pidfile {pidfile})")
     else:
         print(f"power is not running (pidfile {pidfile})")
+    code = EXIT_OK if pid is not None else EXIT_NOT_RUNNING
+    if settings is None:
+        return code  # no settings: no journal to read
     sinks = [s.name for s in settings.sinks]
     try:
         status = read_status(journal_path(settings.data_dir), sinks)
@@ -182,7 +185,7 @@ def show_status(pidfile: str, settings: config.Settings) -> int:
             )
         for name in sinks:
             print(f"sink {name}: backlog {status.backlog[name]} readings")
-    return EXIT_OK if pid is not None else EXIT_NOT_RUNNING
+    return code
 
 
 def kill(pidfile: str) -> int:
@@ -292,6 +295,14 @@ def run_daemon(
     args: argparse.Namespace, settings: config.Settings, pidfile: str
 ) -> int:
     """Fork; the parent waits until the daemon says it runs, or why not."""
+    try:  # here, where a missing package can still be reported
+        import daemon  # noqa: F401
+        import daemon.pidfile  # noqa: F401
+    except ImportError as exc:
+        raise StartError(
+            f"python-daemon is missing ({exc}); install the requirements: "
+            "pip install -r src/requirements.txt"
+        ) from None
     note = claim_pidfile(pidfile)
     read_fd, write_fd = os.pipe()
     child = os.fork()
@@ -424,6 +435,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         settings = load_settings(args)
     except SettingsError as exc:
+        if args.pidfile and (args.kill or args.status):
+            # A broken settings file must not keep a running daemon from
+            # being stopped or seen (the init script names the pidfile).
+            print(f"power.py: warning: {exc}", file=sys.stderr)
+            pidfile = os.path.abspath(args.pidfile)
+            return kill(pidfile) if args.kill else show_status(pidfile, None)
         return fail(EXIT_USAGE, str(exc))
     pidfile = pidfile_path(args, settings)
     if args.status:

@@ -386,3 +386,18 @@ def test_kill_9_in_a_fast_replay_leaves_no_duplicate_in_the_csv(ws, tmp_path):
     conn.close()
     assert _contiguous(rows) == len(rows) == journal_rows
     assert at_kill < len(rows)  # the file was behind: the restart caught up
+
+
+def test_kill_and_status_work_with_broken_settings(daemon_ws):
+    ws = daemon_ws
+    pid = _start(ws)
+    good = ws.settings.read_text()
+    ws.settings.write_text(good + "SINKS = 'oops'\n")
+    status = ws.power("--pidfile", str(ws.pidfile), "--status")
+    assert status.returncode == 0 and f"running (pid {pid}" in status.stdout
+    assert "warning: SINKS = 'oops'" in status.stderr
+    killed = ws.power("--pidfile", str(ws.pidfile), "--kill")
+    assert killed.returncode == 0, killed.stderr
+    assert not pid_alive(pid)
+    # Without --pidfile there is no way to find it: a plain usage error.
+    assert ws.power("--status").returncode == 2

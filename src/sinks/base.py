@@ -48,6 +48,9 @@ class Sink:
     OPTIONS: ClassVar[Dict[str, Option]] = {}
     # False for sinks whose position is not worth keeping across restarts.
     PERSISTENT: ClassVar[bool] = True
+    # True to save the position after every write rather than with the next
+    # group commit, for a sink that cannot tell a reading sent twice.
+    DURABLE_CURSOR: ClassVar[bool] = False
 
     def __init__(
         self,

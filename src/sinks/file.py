@@ -1,10 +1,11 @@
 """CSV file sink: the plain record anyone can open in a spreadsheet.
 
 Appends each batch and syncs it before the runner moves its cursor, which
-the journal saves with its next commit. After a crash the readings since the
-last saved cursor come again, so on open the sink reads the file's last line
-(dropping a half-written one) and skips every reading up to it: after any
-crash the file has each reading exactly once.
+is saved at once (DURABLE_CURSOR). A crash between the two sends that one
+batch again, so on open the sink reads the file's last line (dropping a
+half-written one) and skips the batch's readings up to it: after any crash
+the file has each reading exactly once. Times are not compared, as a Pi
+without a clock may boot with one earlier than the file's last line.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ TAIL_BYTES = 4096
 
 class FileSink(Sink):
     OPTIONS = {"path": Option("path")}
+    DURABLE_CURSOR = True
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)
@@ -93,20 +95,12 @@ class FileSink(Sink):
         return None
 
     def _unwritten(self, lines: List[str]) -> List[str]:
-        """Drop the lines the file already had when it was opened: those up
-        to its last line, or older than it (times sort as text)."""
-        last = self._skip_through
-        if last is None:
-            return lines
-        last_time = last.split(",", 1)[0]
-        for i, line in enumerate(lines):
-            if line == last:
-                self._skip_through = None
-                return lines[i + 1 :]
-            if line.split(",", 1)[0] > last_time:
-                self._skip_through = None
-                return lines[i:]
-        return []
+        """Drop the lines of the first batch after open that the file has:
+        those up to and including its last line."""
+        last, self._skip_through = self._skip_through, None
+        if last is not None and last in lines:
+            return lines[lines.index(last) + 1 :]
+        return lines
 
     def close(self) -> None:
         if self._file is not None:

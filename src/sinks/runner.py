@@ -196,7 +196,7 @@ class SinkRunner:
             rows = rows[:taken]
         seq = rows[-1][0]
         try:
-            reader.advance(seq)
+            reader.advance(seq, durable=self.sink.DURABLE_CURSOR)
         except sqlite3.Error as exc:
             # The sink has the rows; they may be sent again, which every
             # sink tolerates (the file sink skips what it already has).
