@@ -135,6 +135,7 @@ class Journal:
         self._counts: Dict[str, int] = {}
         self._last_of: Dict[str, int] = {}  # each meter's newest row
         self.cursors = Cursors()
+        self.committed: List[Row] = []
         self.last_seq = 0
         self.conn = self._open()
 
@@ -222,6 +223,8 @@ class Journal:
             self._last_of[r.meter] = first + i
         self._pending = []
         self.last_seq = seq
+        # What was just committed, for handing to the sinks without a read.
+        self.committed: List[Row] = list(zip(range(first, seq + 1), rows))
         return bool(rows)
 
     def _save_cursors(self, cursors: Dict[str, int]) -> None:

@@ -17,7 +17,7 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 from inputs.base import EdgeCallback, InputBackend
-from journal import Journal
+from journal import Journal, Row
 from leds import StatusLeds
 from meter import Meter
 
@@ -33,7 +33,7 @@ class Monitor:
         meters: Sequence[Meter],
         inputs: Sequence[InputBackend],
         journal: Journal,
-        on_commit: Callable[[], None],
+        on_commit: Callable[[List[Row]], None],
         leds: Optional[StatusLeds],
         log: logging.Logger,
         commit_interval_s: float = 1.0,
@@ -186,7 +186,7 @@ class Monitor:
             self.log.warning("journal writable again; readings saved")
             self._commit_failing = False
         if committed:
-            self.on_commit()
+            self.on_commit(self.journal.committed)
 
     def _prune(self) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import IO, Callable, Dict, List, Optional
 
 from config import Settings
 from inputs.base import InputBackend, InputError, LedOutput
-from journal import Journal, JournalError, JournalReader, journal_path
+from journal import Journal, JournalError, JournalReader, Row, journal_path
 from leds import StatusLeds
 from meter import Meter
 from monitor import Monitor
@@ -176,9 +176,9 @@ class Service:
             log=self.log,
         )
 
-    def _notify_runners(self) -> None:
+    def _notify_runners(self, rows: List[Row]) -> None:
         for runner in self.runners:
-            runner.notify()
+            runner.offer(rows)
 
     # Run -----------------------------------------------------------------------
 
@@ -196,6 +196,8 @@ class Service:
                 for runner in self.runners:
                     runner.request_reopen()
             if monitor.exhausted.is_set():
+                for runner in self.runners:
+                    runner.drain()  # no more batching: write what is left
                 return self._drain()
             if monitor.stopping.is_set():
                 self.log.error("the monitor stopped; exiting")

@@ -9,17 +9,19 @@ streak; it never holds up the pulse path or another sink.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import sqlite3
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Deque, List, Optional
 
-from journal import JournalReader
+from journal import JournalReader, Row
 from sinks.base import Sink, SinkError
 
 MAX_BATCH = 1_000_000
+INBOX_ROWS = 100_000  # committed rows kept at hand per sink
 IDLE_POLL_S = 5.0
 
 
@@ -75,15 +77,49 @@ class SinkRunner:
         self._streak_error = ""
         self._permanent = False
         self._limit = batch_size
+        self._draining = False
+        # Rows just committed, handed over by the monitor so that a sink
+        # keeping up needs no journal read; bounded, the journal has it all.
+        self._inbox: Deque[List[Row]] = collections.deque()
+        self._inbox_rows = 0
+        self._inbox_lock = threading.Lock()
 
     # Called from other threads -------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
 
-    def notify(self) -> None:
-        """New rows were committed."""
+    def offer(self, rows: List[Row]) -> None:
+        """Rows were committed (the monitor's thread): keep them at hand."""
+        with self._inbox_lock:
+            self._inbox.append(rows)
+            self._inbox_rows += len(rows)
+            while self._inbox_rows > INBOX_ROWS:  # behind: read the journal
+                self._inbox_rows -= len(self._inbox.popleft())
         self._wake.set()
+
+    def drain(self) -> None:
+        """The input has ended: write what is left without batching delays."""
+        self._draining = True
+        self._wake.set()
+
+    def _from_inbox(self, cursor: int, limit: int) -> Optional[List[Row]]:
+        """Up to `limit` rows after `cursor` from the inbox; None when the
+        inbox does not start right after the cursor."""
+        with self._inbox_lock:
+            inbox = self._inbox
+            while inbox and inbox[0][-1][0] <= cursor:  # already written
+                self._inbox_rows -= len(inbox.popleft())
+            if not inbox or inbox[0][0][0] > cursor + 1:
+                return None
+            rows: List[Row] = []
+            for chunk in inbox:
+                start = max(0, cursor + 1 - chunk[0][0])
+                rows.extend(chunk[start : start + limit - len(rows)])
+                if len(rows) >= limit:
+                    break
+                cursor = chunk[-1][0]
+            return rows
 
     def request_reopen(self) -> None:
         """SIGHUP: reopen the sink's file or connection before the next write."""
@@ -133,7 +169,9 @@ class SinkRunner:
                 self._opened = False
             self._limit = limit
             try:
-                rows = reader.read(limit)
+                rows = self._from_inbox(reader.cursor, limit)
+                if rows is None:
+                    rows = reader.read(limit)
             except sqlite3.Error as exc:
                 self.log.error("sink %s: cannot read the journal: %s", self.name, exc)
                 self._wait(self.backoff.next_delay())
@@ -141,11 +179,11 @@ class SinkRunner:
             if not rows:
                 if stopping:
                     return
-                # notify() wakes it on each commit; this is only a fallback.
+                # offer() wakes it on each commit; this is only a fallback.
                 self._wake.wait(max(self.flush_interval_s, IDLE_POLL_S))
                 self._wake.clear()
                 continue
-            if len(rows) < limit and not stopping:
+            if len(rows) < limit and not stopping and not self._draining:
                 delay = last_write + self.flush_interval_s - time.monotonic()
                 if delay > 0:
                     self._wait(delay)
