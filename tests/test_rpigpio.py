@@ -399,7 +399,7 @@ def test_monitor_journals_one_reading_per_pulse(gpio, tmp_path):
     journal = Journal(journal_path(str(tmp_path)), LOG)
     meter = Meter(cfg, journal.pulses("main"))
     leds = StatusLeds(None, {"main": backend.led(18)}, 0.02, LOG)
-    monitor = Monitor([meter], [backend], journal, lambda: None, leds, LOG)
+    monitor = Monitor([meter], [backend], journal, lambda rows: None, leds, LOG)
     monitor.start()
     leds.start()
     backend.start(monitor.edge_callback(0), monitor.backlog)
@@ -436,7 +436,7 @@ def test_edge_queued_when_the_stop_comes_is_journaled(gpio, tmp_path):
     journal = Journal(journal_path(str(tmp_path)), LOG)
     meter = Meter(cfg)
     monitor = Monitor(
-        [meter], [backend], journal, lambda: None, None, LOG, commit_interval_s=0
+        [meter], [backend], journal, lambda rows: None, None, LOG, commit_interval_s=0
     )
     commit = journal.commit
     stopped = []
