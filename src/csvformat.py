@@ -16,14 +16,14 @@ COLUMNS = HEADER.split(",")
 
 def format_time(t: float) -> str:
     """ISO 8601 UTC with milliseconds and Z: 2024-05-01T12:00:00.123Z."""
-    seconds, millis = divmod(int(round(t * 1000)), 1000)
-    return _second(seconds) + f".{millis:03d}Z"
+    minutes, millis = divmod(int(round(t * 1000)), 60_000)
+    return f"{_minute(minutes)}{millis // 1000:02d}.{millis % 1000:03d}Z"
 
 
-@functools.lru_cache(maxsize=256)
-def _second(seconds: int) -> str:
-    # Readings come in time order, so a small cache spares most strftime calls.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+@functools.lru_cache(maxsize=64)
+def _minute(minutes: int) -> str:
+    # Readings come in time order: most share the minute of the one before.
+    return time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minutes * 60))
 
 
 def parse_time(text: str) -> float:
@@ -44,9 +44,15 @@ def format_number(value: Optional[float], places: int) -> str:
     """Fixed places without trailing zeros; an unknown value is empty."""
     if value is None:
         return ""
-    text = f"{value:.{places}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
+    # The shortest text of the rounded value has at most `places` decimals;
+    # repr finds it faster than formatting and stripping zeros.
+    text = repr(round(value, places))
+    if "e" in text or "n" in text:  # very large or small; inf, nan
+        text = f"{value:.{places}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+    elif text.endswith(".0"):
+        text = text[:-2]
     return "0" if text in ("-0", "") else text
 
 

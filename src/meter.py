@@ -85,8 +85,16 @@ class Meter:
         A pending idle-timeout reading comes first, so a replay at any speed
         yields the same rows as a live run.
         """
-        readings = self.tick(t_mono_ns)
         last = self._last_ns
+        if (
+            not self._idle_reported
+            and self._idle_ns > 0
+            and last is not None
+            and t_mono_ns - last >= self._idle_ns
+        ):
+            readings = self.tick(t_mono_ns)
+        else:
+            readings = []
         if last is not None:
             gap = t_mono_ns - last
             if gap < self._debounce_ns:

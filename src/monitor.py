@@ -22,6 +22,7 @@ from leds import StatusLeds
 from meter import Meter
 
 TICK_S = 1.0  # idle readings are stamped at expiry, so a tick may be late
+FINITE_TICK_S = 0.05
 WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
 RUN = 10000  # edges taken in one go before commits and ticks get a look
@@ -123,7 +124,8 @@ class Monitor:
             # Clocks first: a virtual clock covers only edges already queued.
             clocks = [backend.clock()[0] for backend in self.inputs]
             try:
-                item = get(timeout=TICK_S)
+                # While a replay runs, look often whether it has ended.
+                item = get(timeout=FINITE_TICK_S if finite else TICK_S)
             except queue.Empty:
                 item = WAKE
             # Take what is queued, a bounded run so commits still come.

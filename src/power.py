@@ -94,6 +94,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         type=float,
         help="time factor for --simulate and --replay; 0 = as fast as possible",
     )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="with --nodaemon: no line per reading on stdout",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     p.add_argument("--version", action="version", version=f"power {VERSION}")
     args = p.parse_args(argv)
@@ -254,7 +260,7 @@ def make_service(
     logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile
     fallback = os.path.join(settings.data_dir, "power.log")
     log = logsetup.configure(level, foreground, logfile, settings.secrets, fallback)
-    return Service(settings, log, console=foreground)
+    return Service(settings, log, console=foreground and not args.quiet)
 
 
 def run_foreground(

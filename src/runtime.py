@@ -21,7 +21,7 @@ from meter import Meter
 from monitor import Monitor
 from sinks.base import Sink
 from sinks.console import ConsoleSink
-from sinks.runner import Backoff, SinkRunner
+from sinks.runner import AHEAD_ROWS, Backoff, SinkRunner
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -130,7 +130,7 @@ class Service:
         self.leds.start()
         for i, backend in enumerate(self.inputs):
             try:
-                backend.start(self.monitor.edge_callback(i), self.monitor.backlog)
+                backend.start(self.monitor.edge_callback(i), self._backlog)
             except InputError as exc:
                 raise StartError(str(exc)) from None
             self._started_inputs.append(backend)
@@ -175,6 +175,14 @@ class Service:
             backoff=Backoff(random.Random(), cap=setup.retry_max_s if setup else 5.0),
             log=self.log,
         )
+
+    def _backlog(self) -> int:
+        """Readings waiting for the slowest healthy sink, for inputs that can
+        pause (replays, simulations): they wait rather than outrun it."""
+        assert self.monitor is not None
+        waiting = [r.inbox_rows for r in self.runners if not r.failing]
+        ahead = max(waiting, default=0) - AHEAD_ROWS
+        return self.monitor.backlog() + max(ahead, 0)
 
     def _notify_runners(self, rows: List[Row]) -> None:
         for runner in self.runners:

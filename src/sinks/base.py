@@ -67,6 +67,9 @@ class Sink:
         # Set by the runner before each write: the batch may not reach the
         # journal's end (it was cut at the batch size).
         self.more_waiting = False
+        # Set by the runner when every input has ended (a replay is done):
+        # no more readings will come, so nothing is left to wait for.
+        self.input_ended = False
 
     def open(self) -> None:
         """Connect or open; raise SinkError when it cannot (it is retried)."""

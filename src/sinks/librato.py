@@ -5,7 +5,9 @@ For each meter (the Librato source) and each `period_s`, one gauge
 `<prefix>.power_w` with count, sum, min and max of the readings' power, and
 one gauge `<prefix>.energy_kwh` with the period's latest energy, stamped at
 the start of the period. A period is submitted once it is closed: a later
-reading exists, or its end is a few seconds past. Readings of a period still
+reading exists, its end is a few seconds past, or the input has ended (a
+replay is done; its last period may lie ahead of the clock when it ran
+faster than time). Readings of a period still
 open stay in the journal (the runner's cursor stops before them), so every
 reading is counted in exactly one aggregate, across retries and restarts; a
 resubmitted aggregate has the same time and values and replaces itself.
@@ -85,7 +87,9 @@ class LibratoSink(Sink):
             return 0
         period = self.options["period_s"]
         last_start = batch[-1].time - batch[-1].time % period
-        if not self.more_waiting and last_start + period + GRACE_S <= now:
+        if not self.more_waiting and (
+            self.input_ended or last_start + period + GRACE_S <= now
+        ):
             return len(batch)
         for i, r in enumerate(batch):
             if r.time - r.time % period >= last_start:

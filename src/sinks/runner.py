@@ -21,7 +21,8 @@ from journal import JournalReader, Row
 from sinks.base import Sink, SinkError
 
 MAX_BATCH = 1_000_000
-INBOX_ROWS = 100_000  # committed rows kept at hand per sink
+INBOX_ROWS = 200_000  # committed rows kept at hand per sink
+AHEAD_ROWS = 50_000  # how far a paused input (a replay) may run ahead
 IDLE_POLL_S = 5.0
 
 
@@ -92,15 +93,20 @@ class SinkRunner:
     def offer(self, rows: List[Row]) -> None:
         """Rows were committed (the monitor's thread): keep them at hand."""
         with self._inbox_lock:
-            self._inbox.append(rows)
-            self._inbox_rows += len(rows)
-            while self._inbox_rows > INBOX_ROWS:  # behind: read the journal
-                self._inbox_rows -= len(self._inbox.popleft())
+            if self.failing:  # the backlog lives in the journal, not here
+                self._inbox.clear()
+                self._inbox_rows = 0
+            else:
+                self._inbox.append(rows)
+                self._inbox_rows += len(rows)
+                while self._inbox_rows > INBOX_ROWS:  # behind: use the journal
+                    self._inbox_rows -= len(self._inbox.popleft())
         self._wake.set()
 
     def drain(self) -> None:
         """The input has ended: write what is left without batching delays."""
         self._draining = True
+        self.sink.input_ended = True
         self._wake.set()
 
     def _from_inbox(self, cursor: int, limit: int) -> Optional[List[Row]]:
@@ -134,6 +140,11 @@ class SinkRunner:
     def join(self, timeout: float) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def inbox_rows(self) -> int:
+        """Committed rows handed over but not yet written (roughly)."""
+        return self._inbox_rows
 
     @property
     def failing(self) -> bool:
@@ -185,8 +196,9 @@ class SinkRunner:
                 continue
             if len(rows) < limit and not stopping and not self._draining:
                 delay = last_write + self.flush_interval_s - time.monotonic()
-                if delay > 0:
-                    self._wait(delay)
+                if delay > 0:  # gather a batch; drain() or stop() cut it short
+                    self._wake.wait(delay)
+                    self._wake.clear()
                     continue
             if self._deliver(rows, reader):
                 last_write = time.monotonic()
