@@ -22,8 +22,10 @@ run: venv
 test: venv
 	$(PY) -m pytest
 
+# Core throughput, idle CPU and disk writes; then the network sinks.
 bench: venv
 	$(PY) bench/run.py
+	$(PY) bench/sinks.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
