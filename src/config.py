@@ -267,27 +267,50 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
     )
 
 
+# Header pin (BOARD numbering) -> BCM GPIO, for the 40-pin header.
+BOARD_TO_BCM = {
+    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23,
+    18: 24, 19: 10, 21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5,
+    31: 6, 32: 12, 33: 13, 35: 19, 36: 16, 37: 26, 38: 20, 40: 21,
+}  # fmt: skip
+
+
+def _gpio_key(options: Dict[str, Any], pin: int) -> Optional[tuple]:
+    """What names one GPIO for a backend: BCM number, or chip and line."""
+    backend = options["backend"]
+    if backend == "rpigpio":
+        if options["numbering"] == "board":
+            return ("bcm", BOARD_TO_BCM.get(pin, -pin))
+        return ("bcm", pin)
+    if backend == "gpiod":
+        return ("gpiod", options["chip"], pin)
+    return None  # simulated and replayed meters have no GPIO
+
+
 def _check_pins(meters: List[MeterSetup], ready: Optional[int]) -> None:
-    """No GPIO used twice: an input pin that is also an LED, or two inputs."""
-    inputs: Dict[int, str] = {}
+    """No GPIO used twice: two inputs on one line, or an LED on an input."""
+    inputs: Dict[tuple, str] = {}
     for m in meters:
-        pin = m.input_options.get("pin", m.input_options.get("line"))
-        if m.input_options["backend"] not in ("rpigpio", "gpiod") or pin is None:
+        o = m.input_options
+        key = _gpio_key(o, o.get("pin", o.get("line", -1)))
+        if key is None:
             continue
-        if pin in inputs:
+        if key in inputs:
             raise SettingsError(
-                f"meter {m.config.name!r} reads GPIO {pin}, which meter "
-                f"{inputs[pin]!r} reads already; give each meter its own pin"
+                f"meter {m.config.name!r} reads the GPIO that meter "
+                f"{inputs[key]!r} reads already; give each meter its own pin"
             )
-        inputs[pin] = m.config.name
-    leds = [("LEDS['ready']", ready)] + [
-        (f"the detect LED of meter {m.config.name!r}", m.detect_led) for m in meters
+        inputs[key] = m.config.name
+    leds = [
+        (f"the detect LED of meter {m.config.name!r}", m, m.detect_led) for m in meters
     ]
-    for what, pin in leds:
-        if pin is not None and pin in inputs:
+    leds.append(("LEDS['ready']", meters[0], ready))  # on the first input's GPIO
+    for what, m, pin in leds:
+        key = None if pin is None else _gpio_key(m.input_options, pin)
+        if key in inputs:
             raise SettingsError(
-                f"{what} = {pin}: that GPIO is meter {inputs[pin]!r}'s input; an "
-                "LED needs a pin of its own"
+                f"{what} = {pin}: that GPIO is the input of meter "
+                f"{inputs[key]!r}; an LED needs a pin of its own"
             )
 
 

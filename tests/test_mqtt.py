@@ -243,3 +243,30 @@ def test_tls_with_a_wrong_ca_is_logged_and_other_sinks_go_on(ws, tls_broker, tmp
     assert sum("TLS failed" in line for line in errors) == 1
     assert "CERTIFICATE_VERIFY_FAILED" in res.stderr or "verify" in res.stderr
     assert len(pulse_rows(read_csv(ws.csv))) == 25
+
+
+def test_online_and_discovery_before_the_first_pulse(ws, broker):
+    # A meter with no pulse (solar at night) is still online in Home
+    # Assistant right after a start, with its sensors discovered.
+    ws.write(
+        {"backend": "simulated", "watts": 1, "speed": 1},  # one pulse an hour
+        SINKS=[mqtt_sink(broker.port)],
+    )
+    args = ("--pidfile", str(ws.pidfile), "--logfile", str(ws.logfile))
+    assert ws.power(*args).returncode == 0
+    pid = int(ws.pidfile.read_text())
+    try:
+
+        def announced():
+            msgs = retained(broker.port)
+            return (
+                msgs.get("power/house/availability") == "online"
+                and "homeassistant/sensor/power_house/power/config" in msgs
+            )
+
+        wait_for(announced, timeout=15)
+        assert "power/house/state" not in retained(broker.port)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(pid))
+    assert retained(broker.port)["power/house/availability"] == "offline"

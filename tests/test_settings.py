@@ -654,4 +654,24 @@ def test_two_meters_on_one_pin_are_refused(tmp_path):
     )
     with pytest.raises(SettingsError) as caught:
         config.load(str(path))
-    assert "meter 'b' reads GPIO 5" in str(caught.value)
+    assert "meter 'b' reads the GPIO that meter 'a' reads" in str(caught.value)
+
+
+def test_board_and_bcm_numbers_of_one_gpio_clash(tmp_path):
+    # Header pin 18 is BCM 24.
+    path = write_settings(
+        tmp_path,
+        "INPUT = {'backend': 'rpigpio', 'pin': 18, 'numbering': 'board'}\n"
+        "LEDS = {'detect': 18, 'ready': 16}\n",
+    )
+    with pytest.raises(SettingsError) as caught:
+        config.load(str(path))
+    assert "the detect LED of meter 'main' = 18" in str(caught.value)
+    ok = write_settings(
+        tmp_path,
+        "METERS = [{'name': 'a', 'input': {'backend': 'gpiod', 'line': 5}},\n"
+        "          {'name': 'b', 'input': {'backend': 'gpiod', 'line': 5,\n"
+        "                                  'chip': 'gpiochip1'}}]\n"
+        "del METER, INPUT\n",
+    )
+    assert len(config.load(str(ok)).meters) == 2

@@ -118,7 +118,8 @@ class RpiGpioInput(InputBackend):
                 f"cannot watch GPIO pin {self.pin}: {exc}. Is another program "
                 "using it, and is this user in the 'gpio' group? On Raspberry "
                 "Pi OS Bookworm (kernel 6.6 and later) RPi.GPIO 0.7 cannot "
-                "detect edges: 'pip install rpi-lgpio' replaces it in place"
+                "detect edges: replace it with 'pip uninstall RPi.GPIO' then "
+                "'pip install rpi-lgpio', or use INPUT['backend'] = 'gpiod'"
             ) from None
         except ValueError as exc:
             self.stop()

@@ -73,7 +73,7 @@ class InfluxDBSink(Sink):
             retries=1,  # the runner retries, with backoff
             path=o["path"],
         )
-        self._call(self.client.ping)
+        self._ping()
         if o["create_database"]:
             self._create_database()
 
@@ -144,9 +144,15 @@ class InfluxDBSink(Sink):
         except Exception as exc:
             raise self._translate(exc) from None
 
-    def _call(self, fn) -> Any:
+    def _ping(self) -> None:
+        """Is the server there? 1.x and 2.x answer /ping with 204, 3.x with
+        200 (the client library expects 204 only)."""
+        client_error = self._errors[0]
         try:
-            return fn()
+            self.client.ping()
+        except client_error as exc:
+            if exc.code != 200:
+                raise self._translate(exc) from None
         except Exception as exc:
             raise self._translate(exc) from None
 

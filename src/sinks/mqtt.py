@@ -113,7 +113,8 @@ def discovery_configs(
         config = {
             **sensor,
             "unique_id": f"{node}_{key}",
-            "object_id": f"{node}_{key}",
+            # (object_id, its predecessor, stopped working in HA 2026.4.)
+            "default_entity_id": f"sensor.{node}_{key}",
             **common,
         }
         out[f"{discovery_prefix}/sensor/{node}/{key}/config"] = json.dumps(config)

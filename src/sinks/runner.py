@@ -178,6 +178,11 @@ class SinkRunner:
                 self.log.info("sink %s: reopening", self.name)
                 self.sink.close()
                 self._opened = False
+            # Open before any reading comes, and retry with backoff: an MQTT
+            # sink announces the meter online while no pulse comes.
+            if not stopping and not self._open():
+                self._wait(self.backoff.next_delay(self._permanent))
+                continue
             self._limit = limit
             try:
                 rows = self._from_inbox(reader.cursor, limit)
@@ -220,12 +225,29 @@ class SinkRunner:
         if self._stopping.wait(seconds):
             return
 
-    def _deliver(self, rows, reader: JournalReader) -> bool:
+    def _open(self) -> bool:
+        """Open the sink if it is not; False (and logged) when it fails."""
+        if self._opened:
+            return True
         self._permanent = False
         try:
-            if not self._opened:
-                self.sink.open()
-                self._opened = True
+            self.sink.open()
+        except SinkError as exc:
+            self._permanent = not exc.retry
+            self._failed(str(exc))
+            return False
+        except Exception as exc:  # a library raising something unexpected
+            self._failed(f"{type(exc).__name__}: {exc}")
+            self.sink.close()
+            return False
+        self._opened = True
+        return True
+
+    def _deliver(self, rows, reader: JournalReader) -> bool:
+        if not self._open():
+            return False
+        self._permanent = False
+        try:
             self.sink.more_waiting = len(rows) >= self._limit
             taken = self.sink.write([reading for _, reading in rows])
         except SinkError as exc:
