@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import account  # noqa: E402
 import config  # noqa: E402
 import logsetup  # noqa: E402
 import pidcheck  # noqa: E402
@@ -93,6 +94,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         metavar="FACTOR",
         type=float,
         help="time factor for --simulate and --replay; 0 = as fast as possible",
+    )
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help="started as root: run as this user, with its groups (e.g. gpio)",
     )
     p.add_argument(
         "-q",
@@ -264,10 +270,15 @@ def make_service(
 
 
 def run_foreground(
-    args: argparse.Namespace, settings: config.Settings, pidfile: Optional[str]
+    args: argparse.Namespace,
+    settings: config.Settings,
+    pidfile: Optional[str],
+    user: Optional[account.Account] = None,
 ) -> int:
     from daemon.pidfile import TimeoutPIDLockFile
 
+    if user is not None:  # before any file is opened, as python-daemon does
+        account.switch(user)
     service = make_service(args, settings, foreground=True)
     log = service.log
     lock = None
@@ -298,7 +309,10 @@ def run_foreground(
 
 
 def run_daemon(
-    args: argparse.Namespace, settings: config.Settings, pidfile: str
+    args: argparse.Namespace,
+    settings: config.Settings,
+    pidfile: str,
+    user: Optional[account.Account] = None,
 ) -> int:
     """Fork; the parent waits until the daemon says it runs, or why not."""
     try:  # here, where a missing package can still be reported
@@ -319,7 +333,7 @@ def run_daemon(
     os.close(read_fd)
     code = EXIT_FAILURE
     try:
-        code = _daemon_main(args, settings, pidfile, write_fd, note)
+        code = _daemon_main(args, settings, pidfile, write_fd, note, user)
     finally:
         os._exit(code)
 
@@ -355,6 +369,7 @@ def _daemon_main(
     pidfile: str,
     ready_fd: int,
     note: Optional[str],
+    user: Optional[account.Account] = None,
 ) -> int:
     import daemon
     from daemon.pidfile import TimeoutPIDLockFile
@@ -372,7 +387,17 @@ def _daemon_main(
         if service_box:
             service_box[0].handle_signal(signum, frame)
 
+    owner = (
+        {}
+        if user is None
+        else {
+            "uid": user.uid,
+            "gid": user.gid,
+            "initgroups": True,  # keep the user's groups: gpio
+        }
+    )
     context = daemon.DaemonContext(
+        **owner,
         pidfile=TimeoutPIDLockFile(pidfile, 2),
         detach_process=True,
         working_directory="/",
@@ -454,10 +479,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.kill:
         return kill(pidfile)
     try:
+        user = account.resolve(args.user)
         preflight(settings)
+        if user is not None:  # what the daemon writes must be the user's
+            account.hand_over(user, [settings.data_dir, os.path.dirname(pidfile)])
         if args.nodaemon:  # with a pidfile too, so --status and --kill work
-            return run_foreground(args, settings, pidfile)
-        return run_daemon(args, settings, pidfile)
+            return run_foreground(args, settings, pidfile, user)
+        return run_daemon(args, settings, pidfile, user)
     except SettingsError as exc:
         return fail(EXIT_USAGE, str(exc))
     except StartError as exc:
