@@ -6,10 +6,9 @@ third-party library) is imported only when it is configured.
 
 from __future__ import annotations
 
-import importlib
 from typing import Dict, Type
 
-from options import SettingsError
+from plugins import load
 from sinks.base import Sink
 
 SINKS: Dict[str, str] = {
@@ -22,11 +21,4 @@ SINKS: Dict[str, str] = {
 
 def sink_class(kind: str, where: str) -> Type[Sink]:
     """The class for a sink `type`, or a SettingsError naming the choices."""
-    target = SINKS.get(kind) if isinstance(kind, str) else None
-    if target is None:
-        choices = ", ".join(repr(k) for k in sorted(SINKS))
-        raise SettingsError(
-            f"{where}['type'] = {kind!r}: unknown sink type; expected one of {choices}"
-        )
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return load(SINKS, kind, f"{where}['type']", "sink type")
