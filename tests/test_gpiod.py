@@ -48,7 +48,7 @@ MS = 1_000_000  # ns
 DEBOUNCE_MS = 5.0  # the meter's lockout, and the kernel filter where set
 FLASH_NS = 12 * MS  # a flash of the meter's LED: longer than DEBOUNCE_MS
 LINE = 24  # the input line
-STOP_LIMIT_S = 0.5
+STOP_LIMIT_S = 1.0  # DESIGN: a stop within one second
 
 _started: List[GpiodInput] = []  # stopped by the fixture, whatever a test did
 
@@ -486,7 +486,7 @@ def test_a_burst_beyond_the_kernels_default_fifo_is_not_lost(gpiod, chip):
     start = past_window(sum(gaps) + 6 * MS)
     changes, starts = flashes(start, gaps, width_ns=2 * MS)
     gpiod._fake_edges(chip, LINE, changes)
-    wait_for(lambda: len(edges.calls) >= n, timeout=0.5)
+    wait_for(lambda: len(edges.calls) >= n, timeout=2.0)
     assert gpiod._fake_dropped(chip) == 0
     assert edges.stamps == [t + period for t in starts]
 
@@ -523,7 +523,7 @@ def test_a_flash_shorter_than_debounce_ms_is_counted(gpiod, chip):
     start = past_window(450 * MS)
     changes, starts = flashes(start, [200 * MS, 200 * MS], width_ns=10 * MS)
     gpiod._fake_edges(chip, LINE, changes)
-    wait_for(lambda: len(edges.calls) >= 3, timeout=0.3)
+    wait_for(lambda: len(edges.calls) >= 3, timeout=2.0)
     assert len(edges.calls) == 3
 
 
@@ -547,7 +547,8 @@ def test_stop_is_prompt_without_events_and_releases_the_line(gpiod, chip):
 
 
 def test_stop_is_prompt_with_a_debounced_edge_pending(gpiod, chip):
-    backend = make_input(chip, meter_config(200), filter_ms=200)
+    # A filter far longer than stop() takes: the edge must never come out.
+    backend = make_input(chip, meter_config(200), filter_ms=1000)
     edges = Edges()
     backend.start(edges, lambda: 0)
     gpiod._fake_edges(chip, LINE, [(0, time.monotonic_ns())], settle=False)
