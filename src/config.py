@@ -145,8 +145,11 @@ def _meter(where: str, given: Any) -> MeterConfig:
 def _input(where: str, given: Any):
     if not isinstance(given, dict):
         raise SettingsError(f"{where} = {given!r}: expected a dict")
-    cls = backend_class(given.get("backend", "rpigpio"), where)
-    values = validate(where, {"backend": "rpigpio", **given}, cls.OPTIONS)
+    backend = given.get("backend", "rpigpio")
+    cls = backend_class(backend, where)
+    values = validate(
+        where, {"backend": "rpigpio", **given}, cls.OPTIONS, f"backend {backend!r}"
+    )
     return cls, values
 
 
@@ -156,7 +159,9 @@ def _sink(where: str, given: Any) -> SinkSetup:
     if "type" not in given:
         raise SettingsError(f"{where}['type'] is missing: expected a sink type")
     cls = sink_class(given["type"], where)
-    values = validate(where, given, {**COMMON_OPTIONS, **cls.OPTIONS})
+    values = validate(
+        where, given, {**COMMON_OPTIONS, **cls.OPTIONS}, f"sink type {given['type']!r}"
+    )
     own = {k: v for k, v in values.items() if k in cls.OPTIONS}
     return SinkSetup(
         name=values["name"] or values["type"],
@@ -283,7 +288,9 @@ def _gpio_key(options: Dict[str, Any], pin: int) -> Optional[tuple]:
             return ("bcm", BOARD_TO_BCM.get(pin, -pin))
         return ("bcm", pin)
     if backend == "gpiod":
-        return ("gpiod", options["chip"], pin)
+        from inputs.libgpiod import chip_path  # "0", "gpiochip0": one chip
+
+        return ("gpiod", chip_path(options["chip"]), pin)
     return None  # simulated and replayed meters have no GPIO
 
 
@@ -292,12 +299,13 @@ def _check_pins(meters: List[MeterSetup], ready: Optional[int]) -> None:
     inputs: Dict[tuple, str] = {}
     for m in meters:
         o = m.input_options
-        key = _gpio_key(o, o.get("pin", o.get("line", -1)))
+        pin = o.get("pin", o.get("line", -1))
+        key = _gpio_key(o, pin)
         if key is None:
             continue
         if key in inputs:
             raise SettingsError(
-                f"meter {m.config.name!r} reads the GPIO that meter "
+                f"meter {m.config.name!r} reads GPIO {pin}, which meter "
                 f"{inputs[key]!r} reads already; give each meter its own pin"
             )
         inputs[key] = m.config.name

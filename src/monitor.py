@@ -203,7 +203,7 @@ class Monitor:
 
     def stats(self) -> List[str]:
         return [
-            f"{m.config.name}: {m.pulses} pulses, {m.glitches} glitches, "
-            f"{m.implausible} implausible"
+            f"{m.config.name}: {m.pulses} pulses, glitches {m.glitches}, "
+            f"implausible {m.implausible}"
             for m in self.meters
         ]

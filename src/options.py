@@ -95,19 +95,24 @@ def show(value: Any, secret: bool = False) -> str:
     return repr(value)
 
 
-def validate(where: str, given: Any, table: Mapping[str, Option]) -> dict:
+def validate(
+    where: str, given: Any, table: Mapping[str, Option], owner: str = ""
+) -> dict:
     """Check `given` against `table`; return it completed with defaults.
 
-    `where` names the section as the user wrote it, e.g. ``SINKS[1]``.
+    `where` names the section as the user wrote it, e.g. ``SINKS[1]``;
+    `owner` what the keys belong to, e.g. "backend 'simulated'".
     """
     if not isinstance(given, dict):
         raise SettingsError(f"{where} = {show(given)}: expected a dict")
     unknown = sorted(set(given) - set(table), key=str)
     if unknown:
-        key = unknown[0]
+        names = ", ".join(f"{where}[{k!r}]" for k in unknown)
+        whose = f" of {owner}" if owner else ""
         known = ", ".join(sorted(table))
         raise SettingsError(
-            f"{where}[{key!r}]: unknown setting; expected one of: {known}"
+            f"{names}: unknown setting{'s' if len(unknown) > 1 else ''}{whose}; "
+            f"expected one of: {known}"
         )
     result = {}
     for key, option in table.items():

@@ -185,7 +185,7 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
         print(f"journal: cannot be read ({exc})")
         status = None
     if status is None:
-        print("last reading: none yet")
+        print(f"last reading: none (no journal in DATA_DIR {settings.data_dir})")
     else:
         if not status.last:
             print("last reading: none yet")
@@ -243,6 +243,23 @@ def preflight(settings: config.Settings) -> None:
             m.input_class.preflight(m.input_options)
         except InputError as exc:
             raise SettingsError(str(exc)) from None
+
+
+def prepare_pidfile_dir(pidfile: str) -> None:
+    """Create the pidfile's directory if need be (/run is empty at boot)."""
+    folder = os.path.dirname(pidfile)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"--pidfile {pidfile}: cannot create {folder} ({exc.strerror}); "
+            "create it for the user running power, or name another pidfile"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"--pidfile {pidfile}: {folder} is not writable by this user; "
+            "choose a pidfile in a directory it may write"
+        )
 
 
 def claim_pidfile(pidfile: str) -> Optional[str]:
@@ -481,6 +498,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         user = account.resolve(args.user)
         preflight(settings)
+        prepare_pidfile_dir(pidfile)
         if user is not None:  # what the daemon writes must be the user's
             account.hand_over(user, [settings.data_dir, os.path.dirname(pidfile)])
         if args.nodaemon:  # with a pidfile too, so --status and --kill work

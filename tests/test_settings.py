@@ -654,7 +654,7 @@ def test_two_meters_on_one_pin_are_refused(tmp_path):
     )
     with pytest.raises(SettingsError) as caught:
         config.load(str(path))
-    assert "meter 'b' reads the GPIO that meter 'a' reads" in str(caught.value)
+    assert "meter 'b' reads GPIO 5, which meter 'a' reads" in str(caught.value)
 
 
 def test_board_and_bcm_numbers_of_one_gpio_clash(tmp_path):
@@ -675,3 +675,26 @@ def test_board_and_bcm_numbers_of_one_gpio_clash(tmp_path):
         "del METER, INPUT\n",
     )
     assert len(config.load(str(ok)).meters) == 2
+
+
+def test_unknown_keys_are_listed_together_with_their_backend(tmp_path):
+    path = write_settings(
+        tmp_path,
+        "INPUT = {'backend': 'simulated', 'pin': 24, 'edge': 'falling'}\n",
+    )
+    with pytest.raises(SettingsError) as caught:
+        config.load(str(path))
+    message = str(caught.value)
+    assert message.startswith("INPUT['edge'], INPUT['pin']: unknown settings of")
+    assert "backend 'simulated'" in message
+
+
+def test_pidfile_directory_is_created_or_refused(tmp_path):
+    path = write_settings(tmp_path, "")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = run_cli(
+        "--settings", str(path), "--nodaemon", "--pidfile", str(blocker / "p.pid")
+    )
+    assert res.returncode == 2
+    assert "cannot create" in res.stderr and "Traceback" not in res.stderr
