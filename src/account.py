@@ -50,15 +50,23 @@ def resolve(name: Optional[str]) -> Optional[Account]:
 
 
 def hand_over(account: Account, paths: Iterable[str]) -> None:
-    """Give each existing path (a directory and the files directly in it,
-    or a file) to the account, so it can go on writing them."""
+    """Give these paths, where they exist, to the account. Only what power
+    itself made or writes is ever named here, never a whole directory's
+    contents: a shared directory such as /run or /tmp keeps its owners."""
     for path in paths:
-        targets = [path]
-        if os.path.isdir(path):
-            targets += [os.path.join(path, n) for n in os.listdir(path)]
-        for target in targets:
-            if os.path.lexists(target) and not os.path.islink(target):
-                os.chown(target, account.uid, account.gid)
+        if os.path.lexists(path) and not os.path.islink(path):
+            os.chown(path, account.uid, account.gid)
+
+
+def writable_by(account: Account, path: str) -> bool:
+    """Whether the account may create files in the directory `path`."""
+    st = os.stat(path)
+    if st.st_uid == account.uid:
+        return bool(st.st_mode & 0o300 == 0o300)
+    groups = os.getgrouplist(account.name, account.gid)
+    if st.st_gid in groups:
+        return bool(st.st_mode & 0o030 == 0o030)
+    return bool(st.st_mode & 0o003 == 0o003)
 
 
 def switch(account: Account) -> None:

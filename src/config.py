@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Type
 from inputs.base import InputBackend
 from inputs.registry import backend_class
 from meter import MeterConfig
-from options import Option, SettingsError, validate
+from options import Option, SettingsError, show, validate
 from sinks.base import COMMON_OPTIONS, Sink
 from sinks.registry import sink_class
 
@@ -144,7 +144,7 @@ def _meter(where: str, given: Any) -> MeterConfig:
 
 def _input(where: str, given: Any):
     if not isinstance(given, dict):
-        raise SettingsError(f"{where} = {given!r}: expected a dict")
+        raise SettingsError(f"{where} = {show(given)}: expected a dict")
     backend = given.get("backend", "rpigpio")
     cls = backend_class(backend, where)
     values = validate(
@@ -155,7 +155,7 @@ def _input(where: str, given: Any):
 
 def _sink(where: str, given: Any) -> SinkSetup:
     if not isinstance(given, dict):
-        raise SettingsError(f"{where} = {given!r}: expected a dict")
+        raise SettingsError(f"{where} = {show(given)}: expected a dict")
     if "type" not in given:
         raise SettingsError(f"{where}['type'] is missing: expected a sink type")
     cls = sink_class(given["type"], where)
@@ -207,11 +207,11 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
             )
         given = values["METERS"]
         if not isinstance(given, (list, tuple)) or not given:
-            raise SettingsError(f"METERS = {given!r}: expected a non-empty list")
+            raise SettingsError(f"METERS = {show(given)}: expected a non-empty list")
         for i, entry in enumerate(given):
             where = f"METERS[{i}]"
             if not isinstance(entry, dict):
-                raise SettingsError(f"{where} = {entry!r}: expected a dict")
+                raise SettingsError(f"{where} = {show(entry)}: expected a dict")
             own = {k: v for k, v in entry.items() if k not in METERS_EXTRA}
             extra = validate(
                 where,
@@ -237,7 +237,7 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
 
     given_sinks = values.get("SINKS", [])
     if not isinstance(given_sinks, (list, tuple)):
-        raise SettingsError(f"SINKS = {given_sinks!r}: expected a list of dicts")
+        raise SettingsError(f"SINKS = {show(given_sinks)}: expected a list of dicts")
     sinks = [_sink(f"SINKS[{i}]", s) for i, s in enumerate(given_sinks)]
     sink_names = [s.name for s in sinks]
     for i, name in enumerate(sink_names):

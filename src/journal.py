@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS cursors (
 """
 
 COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s"
+PRUNE_CHUNK = 5000  # rows deleted per transaction
 PAGE_SIZE = 1024  # for new journals: a commit of a few readings writes 1 KiB
 
 Row = Tuple[int, Reading]
@@ -166,6 +167,19 @@ class Journal:
                 if row:
                     self._last_of[name] = row[0]
             row = conn.execute("SELECT max(seq) FROM readings").fetchone()
+            # A journal left by root (a restore) may be read-only to us: find
+            # out now, not with the first commit.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise JournalError(
+                    f"cannot write the journal {self.path} ({exc}); give it to "
+                    "the user running power: sudo chown USER "
+                    f"{self.path}*"
+                ) from None
+            raise
         except sqlite3.DatabaseError:
             conn.close()
             raise
@@ -247,16 +261,26 @@ class Journal:
                 )
             )
             floor = min(cursors.get(n, 0) for n in names)
+        # Rows are in time order, so the first young row bounds what may go;
+        # finding it reads only the old rows, not the whole journal.
+        young = conn.execute(
+            "SELECT seq FROM readings WHERE time >= ? ORDER BY seq LIMIT 1", (before,)
+        ).fetchone()
+        bound = min(floor + 1, young[0] if young else floor + 1)
         # Each meter's newest row stays: it holds the meter's count, and
         # keeps sequence numbers from ever being handed out again.
         keep = sorted(set(self._last_of.values()) | {self.last_seq})
         marks = ",".join("?" * len(keep))
-        cur = conn.execute(
-            "DELETE FROM readings WHERE seq <= ? AND time < ? "
-            f"AND seq NOT IN ({marks})",
-            (floor, before, *keep),
-        )
-        return cur.rowcount
+        first = conn.execute("SELECT min(seq) FROM readings").fetchone()[0] or bound
+        removed = 0
+        for lo in range(first, bound, PRUNE_CHUNK):  # short write locks
+            cur = conn.execute(
+                "DELETE FROM readings WHERE seq >= ? AND seq < ? AND time < ? "
+                f"AND seq NOT IN ({marks})",
+                (lo, min(lo + PRUNE_CHUNK, bound), before, *keep),
+            )
+            removed += cur.rowcount
+        return removed
 
     def close(self) -> None:
         """Commit what is left, save each meter's count, and close."""

@@ -89,9 +89,12 @@ def _type_ok(kind: str, value: Any) -> bool:
 
 
 def show(value: Any, secret: bool = False) -> str:
-    """A value as it may appear in a message: secrets are never shown."""
+    """A value as it may appear in a message: secrets are never shown, nor
+    the contents of a container (a misplaced dict may hold a password)."""
     if secret and value not in (None, ""):
         return "'***'"
+    if isinstance(value, (dict, list, tuple, set)):
+        return f"a {type(value).__name__} of {len(value)}"
     return repr(value)
 
 

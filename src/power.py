@@ -210,7 +210,15 @@ def kill(pidfile: str) -> int:
                 f"power is not running; removed the stale pidfile {pidfile}",
             )
         return fail(EXIT_NOT_RUNNING, f"power is not running (no pidfile {pidfile})")
-    if not pidcheck.terminate(pid, KILL_TIMEOUT_S):
+    try:
+        ended = pidcheck.terminate(pid, KILL_TIMEOUT_S)
+    except PermissionError:
+        return fail(
+            EXIT_FAILURE,
+            f"power (pid {pid}) runs as another user; run --kill as root or "
+            "as that user",
+        )
+    if not ended:
         return fail(
             EXIT_FAILURE,
             f"power (pid {pid}) did not stop within {KILL_TIMEOUT_S:g} s; "
@@ -224,8 +232,16 @@ def kill(pidfile: str) -> int:
 # Start -------------------------------------------------------------------------
 
 
-def preflight(settings: config.Settings) -> None:
+def preflight(settings: config.Settings, logfile: Optional[str] = None) -> None:
     """Everything that can be checked before forking or touching GPIO."""
+    if logfile:
+        try:
+            open(logfile, "a").close()
+        except OSError as exc:
+            raise SettingsError(
+                f"log file {logfile}: cannot open it ({exc.strerror}); create "
+                "its directory or name another with --logfile or LOGFILE"
+            ) from None
     try:
         os.makedirs(settings.data_dir, exist_ok=True)
     except OSError as exc:
@@ -243,6 +259,35 @@ def preflight(settings: config.Settings) -> None:
             m.input_class.preflight(m.input_options)
         except InputError as exc:
             raise SettingsError(str(exc)) from None
+
+
+def give_to(
+    user: account.Account,
+    settings: config.Settings,
+    pidfile: str,
+    logfile: Optional[str],
+    made: List[str],
+) -> None:
+    """Before switching to `user`: it must be able to write what power
+    writes. Directories power just made and power's own files are handed
+    over; a directory that was there already must let the user in."""
+    own = [journal_path(settings.data_dir) + s for s in ("", "-wal", "-shm")]
+    own += [
+        os.path.join(settings.data_dir, n)
+        for n in ("journal.lock", "power.pid", "power.log")
+    ]
+    own += [s.options["path"] for s in settings.sinks if "path" in s.cls.OPTIONS]
+    account.hand_over(user, made + own + [pidfile] + ([logfile] if logfile else []))
+    for what, folder in (
+        ("DATA_DIR", settings.data_dir),
+        ("the pidfile's directory", os.path.dirname(pidfile)),
+    ):
+        if not account.writable_by(user, folder):
+            raise SettingsError(
+                f"--user {user.name}: {what} {folder} is not writable by "
+                f"{user.name}; run 'sudo chown {user.name} {folder}' or choose "
+                "a directory of its own"
+            )
 
 
 def prepare_pidfile_dir(pidfile: str) -> None:
@@ -497,10 +542,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return kill(pidfile)
     try:
         user = account.resolve(args.user)
-        preflight(settings)
+        logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile
+        made = [
+            d
+            for d in (settings.data_dir, os.path.dirname(pidfile))
+            if not os.path.isdir(d)
+        ]
+        preflight(settings, logfile)
         prepare_pidfile_dir(pidfile)
-        if user is not None:  # what the daemon writes must be the user's
-            account.hand_over(user, [settings.data_dir, os.path.dirname(pidfile)])
+        if user is not None:
+            give_to(user, settings, pidfile, logfile, made)
         if args.nodaemon:  # with a pidfile too, so --status and --kill work
             return run_foreground(args, settings, pidfile, user)
         return run_daemon(args, settings, pidfile, user)

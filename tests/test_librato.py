@@ -120,3 +120,15 @@ def test_api_url_must_be_http(ws):
     res = ws.power("--nodaemon")
     assert res.returncode == 2
     assert "api_url" in res.stderr and "http(s)://host[:port]" in res.stderr
+
+
+def test_a_paced_replay_sends_each_period_once(ws, api, tmp_path):
+    # Replayed readings lie in the past: only a later reading (or the end of
+    # the replay) closes their period, never the wall clock.
+    ws.write({"backend": "simulated"}, SINKS=[librato_sink(api, period_s=60)])
+    replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(300)])
+    res = ws.power("--replay", str(replay), "--speed", "100", "--nodaemon", "-q")
+    assert res.returncode == 0, res.stderr
+    power = by_name(api, "power.power_w")
+    assert [g["measure_time"] for g in power] == [int(T0) + 60 * i for i in range(5)]
+    assert sum(g["count"] for g in power) == 299

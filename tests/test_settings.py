@@ -374,9 +374,10 @@ def test_meters_entry_with_bad_value_names_its_index(tmp_path):
 
 
 def test_sinks_not_a_list(tmp_path):
-    message, _ = both(tmp_path, 'SINKS = {"type": "file", "path": "x"}\n')
-    assert message.startswith("SINKS = {")
-    assert "expected a list" in message
+    body = 'SINKS = {"type": "influxdb", "password": "hunter2-SECRET"}\n'
+    message, _ = both(tmp_path, body)
+    assert message.startswith("SINKS = a dict of 2: expected a list")
+    assert "hunter2" not in message  # a misplaced dict may hold a secret
 
 
 def test_log_level_choice(tmp_path):
@@ -698,3 +699,23 @@ def test_pidfile_directory_is_created_or_refused(tmp_path):
     )
     assert res.returncode == 2
     assert "cannot create" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unusable_log_file_exits_2(tmp_path):
+    path = write_settings(tmp_path, "")
+    res = run_cli(
+        "--settings", str(path), "--nodaemon", "--logfile", "/nonexistent/dir/p.log"
+    )
+    assert res.returncode == 2
+    assert "log file /nonexistent/dir/p.log" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_mqtt_tls_file_missing_exits_2(tmp_path):
+    path = write_settings(
+        tmp_path,
+        "SINKS = [{'type': 'mqtt', 'tls': {'ca_certs': '/nonexistent/ca.pem'}}]\n",
+    )
+    with pytest.raises(SettingsError) as caught:
+        config.load(str(path))
+    assert "tls['ca_certs'] = '/nonexistent/ca.pem': no such file" in str(caught.value)

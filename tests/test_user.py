@@ -36,8 +36,7 @@ def shared_dir():
 
 
 def settings(base: Path) -> Path:
-    data = base / "data"
-    data.mkdir()  # made by root, as a first install would
+    data = base / "data"  # not there yet: power makes it for the user
     return write_settings(
         base / "settings.py",
         METER={"name": "house"},
@@ -93,6 +92,46 @@ def test_foreground_drops_to_the_user(shared_dir):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_a_directory_the_user_cannot_write_is_refused(shared_dir):
+    # A DATA_DIR that was there already is not taken over: root keeps it,
+    # and power says what to do instead of failing after the switch.
+    path = settings(shared_dir)
+    (shared_dir / "data").mkdir()
+    res = subprocess.run(
+        power_cmd("--settings", str(path), "--nodaemon", "--user", "nobody"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == 2
+    assert "not writable by nobody" in res.stderr and "chown nobody" in res.stderr
+    assert (shared_dir / "data").stat().st_uid == 0
+
+
+def test_a_shared_pidfile_directory_is_not_taken_over(shared_dir):
+    path = settings(shared_dir)
+    shared = shared_dir / "run"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: anyone may create files
+    other = shared / "other-daemon.pid"
+    other.write_text("1\n")
+    proc = subprocess.Popen(
+        power_cmd(
+            "--settings", str(path), "--nodaemon", "--user", "nobody",
+            "--pidfile", str(shared / "power.pid"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert shared.stat().st_uid == 0 and other.stat().st_uid == 0
 
 
 def test_unknown_user_and_non_root_are_refused(shared_dir):

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
 from options import Option
 
-WAIT_S = 0.2  # the longest stop() waits for the reader
+WAIT_S = 0.1  # the longest stop() waits for the reader
 EVENT_BUFFER = 1024  # the kernel's most: edges wait there if we are held up
 CONSUMER = "power"
 

@@ -78,8 +78,8 @@ class FileSink(Sink):
         return lines[-1].decode("utf-8", "replace")
 
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
-        if self._file is None:
-            raise SinkError(f"{self.path} is not open")
+        if self._file is None:  # closed by an earlier error: open it again
+            self.open()
         lines = self._unwritten([csv_line(r) for r in batch])
         if not lines:
             return None

@@ -25,10 +25,14 @@ from sinks.base import Sink, SinkError
 
 DEFAULT_API_URL = "https://metrics-api.librato.com"
 GRACE_S = 5.0  # a reading reaches the journal at most ~1 s after its time
+LIVE_S = 3600.0  # readings this close to the clock are taken as live
 
 
 def _check_url(value: str) -> Optional[str]:
-    parts = urllib.parse.urlsplit(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError as exc:
+        return f"not a URL ({exc}); expected http(s)://host[:port]"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "expected http(s)://host[:port], e.g. " + DEFAULT_API_URL
     try:
@@ -87,8 +91,12 @@ class LibratoSink(Sink):
             return 0
         period = self.options["period_s"]
         last_start = batch[-1].time - batch[-1].time % period
+        # The clock may close the last period only for live readings; a
+        # replay's readings lie in the past, and only a later reading (or
+        # the replay's end) tells that their period is complete.
+        live = abs(now - batch[-1].time) < max(LIVE_S, 2 * period)
         if not self.more_waiting and (
-            self.input_ended or last_start + period + GRACE_S <= now
+            self.input_ended or (live and last_start + period + GRACE_S <= now)
         ):
             return len(batch)
         for i, r in enumerate(batch):

@@ -15,6 +15,7 @@ and the cursor moves only after the broker acknowledged it.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
@@ -42,9 +43,15 @@ def _check_tls(value: Any) -> Optional[str]:
     if not isinstance(value, dict):
         return "expected None, True (system CAs) or a dict of " + ", ".join(TLS_OPTIONS)
     try:
-        validate("tls", value, TLS_OPTIONS)
+        values = validate("tls", value, TLS_OPTIONS)
     except SettingsError as exc:
         return str(exc)
+    for key in ("ca_certs", "certfile", "keyfile"):
+        path = values[key]
+        if path is not None and not os.path.isfile(path):
+            return f"tls[{key!r}] = {path!r}: no such file"
+    if values["keyfile"] and not values["certfile"]:
+        return "tls['keyfile'] needs tls['certfile'] beside it"
     return None
 
 
@@ -149,9 +156,16 @@ class _Link:
         tls = o["tls"]
         if tls:
             t = validate("tls", tls if isinstance(tls, dict) else {}, TLS_OPTIONS)
-            client.tls_set(
-                ca_certs=t["ca_certs"], certfile=t["certfile"], keyfile=t["keyfile"]
-            )
+            try:
+                client.tls_set(
+                    ca_certs=t["ca_certs"], certfile=t["certfile"], keyfile=t["keyfile"]
+                )
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise SinkError(
+                    f"cannot load the MQTT 'tls' files ({exc}); ca_certs, "
+                    "certfile and keyfile must be PEM files",
+                    retry=False,
+                ) from None
             if t["insecure"]:
                 client.tls_insecure_set(True)
         client.will_set(self.topic_availability, "offline", qos=o["qos"], retain=True)

@@ -72,7 +72,6 @@ class SinkRunner:
             target=self._run, name=f"sink-{self.name}", daemon=True
         )
         self.cursor = -1  # -1 until the reader is open
-        self.written = 0
         self._opened = False
         self._streak_started: Optional[float] = None
         self._streak_error = ""
@@ -222,8 +221,7 @@ class SinkRunner:
 
     def _wait(self, seconds: float) -> None:
         """Sleep, but wake at once on stop."""
-        if self._stopping.wait(seconds):
-            return
+        self._stopping.wait(seconds)
 
     def _open(self) -> bool:
         """Open the sink if it is not; False (and logged) when it fails."""
@@ -270,12 +268,16 @@ class SinkRunner:
         try:
             reader.advance(seq, durable=self.sink.DURABLE_CURSOR)
         except sqlite3.Error as exc:
-            # The sink has the rows; they may be sent again, which every
-            # sink tolerates (the file sink skips what it already has).
-            self.log.error("sink %s: cannot save its position: %s", self.name, exc)
-            return False
+            # The sink has the rows: move on (never write them twice now) and
+            # save the position with the next group commit instead.
+            self.log.warning(
+                "sink %s: cannot save its position now (%s); saved with the "
+                "next journal commit",
+                self.name,
+                exc,
+            )
+            reader.advance(seq)
         self.cursor = seq
-        self.written += len(rows)
         self._recovered()
         return True
 
