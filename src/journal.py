@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS cursors (
 """
 
 COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s"
+SAVE_CURSOR = (
+    "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
+    "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq"
+)
 PRUNE_CHUNK = 5000  # rows deleted per transaction
 PAGE_SIZE = 1024  # for new journals: a commit of a few readings writes 1 KiB
 
@@ -242,11 +246,7 @@ class Journal:
         return bool(rows)
 
     def _save_cursors(self, cursors: Dict[str, int]) -> None:
-        self.conn.executemany(
-            "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
-            "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq",
-            cursors.items(),
-        )
+        self.conn.executemany(SAVE_CURSOR, cursors.items())
 
     def prune(self, before: float, sinks: Iterable[str]) -> int:
         """Delete readings older than `before` that every sink has passed."""
@@ -332,12 +332,6 @@ class JournalReader:
         row = self.conn.execute("SELECT max(seq) FROM readings").fetchone()
         return row[0] or 0
 
-    def backlog(self) -> int:
-        row = self.conn.execute(
-            "SELECT count(*) FROM readings WHERE seq > ?", (self._cursor,)
-        ).fetchone()
-        return row[0]
-
     def read(self, limit: int) -> List[Row]:
         """Up to `limit` committed rows after the cursor, oldest first."""
         rows = self.conn.execute(
@@ -350,11 +344,7 @@ class JournalReader:
         """Record that everything up to `seq` reached the sink: saved now if
         `durable`, else with the journal's next commit."""
         if self.persistent and durable:
-            self.conn.execute(
-                "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
-                "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq",
-                (self.sink, seq),
-            )
+            self.conn.execute(SAVE_CURSOR, (self.sink, seq))
         elif self.persistent and self.cursors is not None:
             self.cursors.advance(self.sink, seq)
         self._cursor = seq
