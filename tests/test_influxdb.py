@@ -115,8 +115,12 @@ def test_outage_in_the_middle_of_a_replay_loses_nothing(ws, influx, tmp_path):
 
 
 def test_kill_9_during_a_run_then_restart_loses_nothing(ws, influx):
+    # Real time (speed 1), 10 pulses a second: a faster clock would stamp the
+    # first run's readings ahead of the second's, and a point of the same
+    # series and time replaces the earlier one in InfluxDB.
     ws.write(
-        {"backend": "simulated", "watts": 3600, "speed": 20, "seed": 3},
+        {"backend": "simulated", "watts": 3600, "speed": 1, "seed": 3},
+        METER={"name": "house", "pulses_per_kwh": 10000},
         SINKS=[{"type": "file", "path": str(ws.csv)}, influx_sink(influx)],
     )
     args = ("--pidfile", str(ws.pidfile), "--logfile", str(ws.logfile))
