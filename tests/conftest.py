@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import os
 import subprocess
 import sys
@@ -14,6 +15,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 POWER = ROOT / "src" / "power.py"
+FAKES = str(ROOT / "tests" / "fakes")  # GPIO libraries that need a Pi
+
+
+def forget_package(package: str) -> None:
+    """Drop a package and its modules from sys.modules."""
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]
+
+
+def import_fake(monkeypatch, package: str, module: str):
+    """The fake of a GPIO library, importable under its real name for one
+    test (monkeypatch undoes the path), reset to a fresh state."""
+    monkeypatch.syspath_prepend(FAKES)
+    forget_package(package)
+    fake = importlib.import_module(module)
+    assert fake.__file__.startswith(FAKES + os.sep), fake.__file__
+    fake._fake_reset()
+    return fake
 
 
 def write_settings(path: Path, **names) -> Path:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import pytest
-from conftest import read_csv, write_settings
+from conftest import FAKES, forget_package, import_fake, read_csv, write_settings
 
 import config
 from inputs.base import InputError
@@ -40,7 +40,6 @@ from meter import MeterConfig
 from options import validate
 from runtime import Service, StartError
 
-FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
 POWER = Path(__file__).resolve().parent.parent / "src" / "power.py"
 LOG = logging.getLogger("test_gpiod")
 
@@ -54,18 +53,13 @@ _started: List[GpiodInput] = []  # stopped by the fixture, whatever a test did
 
 
 def _forget_gpiod() -> None:
-    for name in [n for n in sys.modules if n == "gpiod" or n.startswith("gpiod.")]:
-        del sys.modules[name]
+    forget_package("gpiod")
 
 
 @pytest.fixture
 def gpiod(monkeypatch):
     """The fake gpiod, importable as `gpiod` for this test only."""
-    monkeypatch.syspath_prepend(FAKES)
-    _forget_gpiod()
-    fake = importlib.import_module("gpiod")
-    assert os.path.dirname(os.path.dirname(fake.__file__)) == FAKES
-    fake._fake_reset()
+    fake = import_fake(monkeypatch, "gpiod", "gpiod")
     yield fake
     for backend in _started:
         backend.stop()

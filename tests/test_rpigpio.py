@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import os
 import sqlite3
 import sys
 import threading
@@ -21,6 +20,7 @@ import time
 from typing import Optional
 
 import pytest
+from conftest import FAKES, forget_package, import_fake
 
 import config
 from inputs.base import InputError
@@ -32,7 +32,6 @@ from monitor import Monitor
 from options import validate
 from runtime import Service, StartError
 
-FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
 LOG = logging.getLogger("test_rpigpio")
 
 DEBOUNCE_MS = 5.0  # short, so edges spaced beyond it keep the tests fast
@@ -40,18 +39,13 @@ GAP_S = 0.012  # between pulses: beyond DEBOUNCE_MS with room to spare
 
 
 def _forget_rpi() -> None:
-    for name in [n for n in sys.modules if n == "RPi" or n.startswith("RPi.")]:
-        del sys.modules[name]
+    forget_package("RPi")
 
 
 @pytest.fixture
 def gpio(monkeypatch):
     """The fake RPi.GPIO, importable as `RPi.GPIO` for this test only."""
-    monkeypatch.syspath_prepend(FAKES)
-    _forget_rpi()
-    fake = importlib.import_module("RPi.GPIO")
-    assert os.path.dirname(os.path.dirname(fake.__file__)) == FAKES
-    fake._fake_reset()
+    fake = import_fake(monkeypatch, "RPi", "RPi.GPIO")
     yield fake
     fake._fake_reset()
     _forget_rpi()
