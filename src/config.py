@@ -369,3 +369,19 @@ def with_input(settings: Settings, backend: str, options: Dict[str, Any]) -> Set
         values = validate("command line", given, cls.OPTIONS)
         meters.append(replace(m, input_class=cls, input_options=values))
     return replace(settings, meters=meters)
+
+
+def with_speed(settings: Settings, speed: float) -> Settings:
+    """Set every meter's speed (--speed alone), checked as a setting is."""
+    meters = []
+    for m in settings.meters:
+        if "speed" not in m.input_class.OPTIONS:
+            raise SettingsError(
+                f"--speed {speed:g}: only a simulated or replayed meter has a "
+                f"speed, and meter {m.config.name!r} reads "
+                f"{m.input_options['backend']!r}; add --simulate or --replay"
+            )
+        given = {**m.input_options, "speed": speed}
+        values = validate("command line", given, m.input_class.OPTIONS)
+        meters.append(replace(m, input_options=values))
+    return replace(settings, meters=meters)

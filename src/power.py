@@ -137,25 +137,8 @@ def load_settings(args: argparse.Namespace) -> config.Settings:
         }
         settings = config.with_input(settings, "replay", options)
     elif args.speed is not None:
-        for m in settings.meters:
-            if "speed" not in m.input_class.OPTIONS:
-                raise SettingsError(
-                    f"--speed {args.speed:g}: only a simulated or replayed meter "
-                    f"has a speed, and meter {m.config.name!r} reads "
-                    f"{m.input_options['backend']!r}; add --simulate or --replay"
-                )
-        settings = _with_speed(settings, args.speed)
+        settings = config.with_speed(settings, args.speed)
     return settings
-
-
-def _with_speed(settings: config.Settings, speed: float) -> config.Settings:
-    from dataclasses import replace
-
-    meters = [
-        replace(m, input_options={**m.input_options, "speed": speed})
-        for m in settings.meters
-    ]
-    return replace(settings, meters=meters)
 
 
 def pidfile_path(args: argparse.Namespace, settings: config.Settings) -> str:
