@@ -123,11 +123,44 @@ def read_module(path: str) -> Dict[str, Any]:
             f"settings file {path} line {exc.lineno}: {exc.msg}; fix the Python "
             "syntax there"
         ) from None
-    except Exception as exc:
-        raise SettingsError(
-            f"settings file {path} failed to run: {type(exc).__name__}: {exc}"
-        ) from None
+    except BaseException as exc:  # exit(), KeyboardInterrupt too: exit 2
+        raise SettingsError(_run_error(path, exc)) from None
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+
+
+SECRET_KEY_RE = re.compile(r"pass|token|secret|key|credential|auth", re.IGNORECASE)
+WORD_RE = re.compile(r"[A-Za-z0-9_.@$%^&*+/!?~-]{3,}")
+
+
+def _run_error(path: str, exc: BaseException) -> str:
+    """What a settings file raised, with its line, and without echoing any
+    word of a line that names a secret (an unquoted password is a NameError
+    whose message repeats it)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame in the settings file
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    where = f"settings file {path}" + (f" line {line}" if line else "")
+    kind = type(exc).__name__
+    if isinstance(exc, SystemExit):
+        return f"{where} called exit() ({kind}); a settings file only assigns names"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"{where} was interrupted ({kind}) while it ran"
+    text = str(exc)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            secret_lines = [t for t in f if SECRET_KEY_RE.search(t)]
+    except OSError:
+        secret_lines = []
+    words = {w for t in secret_lines for w in WORD_RE.findall(t)}
+    if any(w in text for w in words) or (text and SECRET_KEY_RE.search(text)):
+        text = "(message not shown: it may hold a secret)"
+    hint = ""
+    if isinstance(exc, NameError):
+        hint = "; text values need quotes, e.g. 'password': 'my secret'"
+    return f"{where} failed to run: {kind}: {text}{hint}"
 
 
 def _meter(where: str, given: Any) -> MeterConfig:
@@ -323,23 +356,27 @@ def _check_pins(meters: List[MeterSetup], ready: Optional[int]) -> None:
 
 
 def _path(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise SettingsError(f"{name} = {value!r}: expected a directory path")
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise SettingsError(
+            f"{name} = {show(value)}: expected a directory path (without NUL bytes)"
+        )
     return os.path.abspath(os.path.expanduser(value))
 
 
 def _optional_path(name: str, value: Any) -> Optional[str]:
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip():
-        raise SettingsError(f"{name} = {value!r}: expected a file path or None")
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise SettingsError(
+            f"{name} = {show(value)}: expected a file path (without NUL bytes) or None"
+        )
     return os.path.abspath(os.path.expanduser(value))
 
 
 def _choice(name: str, value: Any, choices) -> str:
     if value not in choices:
         raise SettingsError(
-            f"{name} = {value!r}: expected one of " + ", ".join(map(repr, choices))
+            f"{name} = {show(value)}: expected one of " + ", ".join(map(repr, choices))
         )
     return value
 
@@ -348,7 +385,7 @@ def _number(name: str, value: Any, low: float, high: float) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not low <= value <= high:  # NaN fails the range too
         raise SettingsError(
-            f"{name} = {value!r}: expected a number from {low} to {high}"
+            f"{name} = {show(value)}: expected a number from {low} to {high}"
         )
     return float(value)
 

@@ -153,6 +153,18 @@ class Monitor:
             if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
                 self._prune()
                 last_prune = now
+            for backend in self.inputs:
+                problem = backend.failure()
+                if problem:
+                    self.log.error(
+                        "input %s stopped: %s; power stops (what was read is "
+                        "in the journal)",
+                        backend.describe(),
+                        problem,
+                    )
+                    self.stopping.set()
+                    self.on_done()
+                    return
             if finite and all(i.finished.is_set() for i in finite):
                 if self.edges.empty():
                     self._commit()

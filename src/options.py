@@ -49,7 +49,7 @@ class Option:
                 "float": "a number",
                 "number": "a number",
                 "str": "a string",
-                "path": "a file path",
+                "path": "a file path (without NUL bytes)",
                 "bool": "True or False",
                 "dict": "a dict",
                 "list": "a list",
@@ -70,15 +70,16 @@ def _type_ok(kind: str, value: Any) -> bool:
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind in ("float", "number"):
-        return (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-        )
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        try:
+            return math.isfinite(value)
+        except OverflowError:  # an int too large for a float, like 10**400
+            return False
     if kind == "str":
         return isinstance(value, str)
     if kind == "path":
-        return isinstance(value, str) and value.strip() != ""
+        return isinstance(value, str) and value.strip() != "" and "\0" not in value
     if kind == "bool":
         return isinstance(value, bool)
     if kind == "dict":
@@ -95,6 +96,8 @@ def show(value: Any, secret: bool = False) -> str:
         return "'***'"
     if isinstance(value, (dict, list, tuple, set)):
         return f"a {type(value).__name__} of {len(value)}"
+    if isinstance(value, int) and value.bit_length() > 100:  # 10**400
+        return "a very large integer"
     return repr(value)
 
 
@@ -110,7 +113,7 @@ def validate(
         raise SettingsError(f"{where} = {show(given)}: expected a dict")
     unknown = sorted(set(given) - set(table), key=str)
     if unknown:
-        names = ", ".join(f"{where}[{k!r}]" for k in unknown)
+        names = ", ".join(f"{where}[{show(k)}]" for k in unknown)
         whose = f" of {owner}" if owner else ""
         known = ", ".join(sorted(table))
         raise SettingsError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Dict
 
-from options import SettingsError
+from options import SettingsError, show
 
 
 def load(table: Dict[str, str], name: Any, setting: str, what: str) -> Any:
@@ -19,7 +19,7 @@ def load(table: Dict[str, str], name: Any, setting: str, what: str) -> Any:
     if target is None:
         choices = ", ".join(repr(k) for k in table)
         raise SettingsError(
-            f"{setting} = {name!r}: unknown {what}; expected one of {choices}"
+            f"{setting} = {show(name)}: unknown {what}; expected one of {choices}"
         )
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)

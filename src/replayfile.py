@@ -8,13 +8,49 @@ pulse count and are skipped so no pulse is counted twice.
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import IO, Iterator, Optional, Tuple
 
-from csvformat import COLUMNS, HEADER, parse_time
+from csvformat import COLUMNS, HEADER, format_time, parse_time
+
+# Pulse times outside these bounds are typing or clock mistakes, and some
+# sinks cannot store them at all (a CSV time past year 9999, an InfluxDB
+# point past 2262): refused up front rather than jamming a sink later.
+EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z
+LATEST = 4_102_444_800.0  # 2100-01-01T00:00:00Z
+MAX_LINE = 4096  # characters; a longer line is not a pulse
 
 
 class ReplayFileError(Exception):
     """A line that is not a pulse; the message names the file and line."""
+
+
+def check_regular(path: str) -> None:
+    """Refuse what is not a regular file (a FIFO would hang the up-front
+    check, /dev/zero would never end); OSError if it cannot be read."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ReplayFileError(
+            f"{path} is not a regular file; replay a file of pulse times "
+            "(copy a stream to a file first)"
+        )
+
+
+def _lines(f: IO[str], path: str) -> Iterator[Tuple[int, str]]:
+    """Numbered lines, each at most MAX_LINE characters (bounded memory)."""
+    number = 0
+    while True:
+        raw = f.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE:
+            raise ReplayFileError(
+                f"{path} line {number}: longer than {MAX_LINE} characters; "
+                "not a pulse time"
+            )
+        yield number, raw
 
 
 def read_pulses(path: str, meter: Optional[str] = None) -> Iterator[Tuple[int, float]]:
@@ -24,7 +60,9 @@ def read_pulses(path: str, meter: Optional[str] = None) -> Iterator[Tuple[int, f
     and OSError when the file cannot be read. With `meter`, only that meter's
     rows of a CSV are taken.
     """
-    with open(path, encoding="utf-8", errors="replace") as f:
+    check_regular(path)
+    # utf-8-sig: a byte order mark some editors write is not part of line 1.
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         yield from _parse(f, path, meter)
 
 
@@ -32,7 +70,7 @@ def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, f
     csv = False
     previous = None
     last_pulses = {}
-    for number, raw in enumerate(f, 1):
+    for number, raw in _lines(f, path):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -64,6 +102,13 @@ def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, f
                     f"{path} line {number}: {line[:40]!r} is not a pulse time "
                     "(epoch seconds, like 1714563000.123)"
                 )
+        if not EARLIEST <= t < LATEST:
+            raise ReplayFileError(
+                f"{path} line {number}: time {line[:40]!r} is not a plausible "
+                f"pulse time: expected one from {format_time(EARLIEST)} to "
+                f"{format_time(LATEST)} (epoch seconds {EARLIEST:.0f} to "
+                f"{LATEST:.0f})"
+            )
         if previous is not None and t < previous[1]:
             raise ReplayFileError(
                 f"{path} line {number}: time {t} is earlier than line "

@@ -67,6 +67,12 @@ class InputBackend:
     def stop(self) -> None:
         """Stop promptly; never wait for a pulse."""
 
+    def failure(self) -> Optional[str]:
+        """Why the backend stopped delivering edges on its own, or None.
+        The monitor stops power (exit 1) on it: a daemon without input must
+        not run on as if all were well."""
+        return None
+
     def clock(self) -> Tuple[int, float]:
         """The backend's (monotonic ns, wall) time now."""
         return time.monotonic_ns(), time.time()
@@ -84,6 +90,7 @@ class PacedThread:
     wakes at once on stop, and pauses while the monitor is behind."""
 
     MAX_BACKLOG = 10000
+    MAX_SLEEP_S = 3600.0  # one wait; Event.wait overflows past ~292 years
 
     def __init__(self, name: str, speed: float) -> None:
         self.speed = speed
@@ -92,10 +99,17 @@ class PacedThread:
         self._thread: Optional[threading.Thread] = None
         self._start_mono = 0.0
         self._count = 0
+        self.error: Optional[str] = None  # what ended the worker unexpectedly
 
     def begin(self, target: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                target()
+            except Exception as exc:  # recorded; the monitor stops power on it
+                self.error = f"{type(exc).__name__}: {exc}"
+
         self._start_mono = time.monotonic()
-        self._thread = threading.Thread(target=target, name=self.name, daemon=True)
+        self._thread = threading.Thread(target=guarded, name=self.name, daemon=True)
         self._thread.start()
 
     def elapsed_virtual(self) -> float:
@@ -105,9 +119,13 @@ class PacedThread:
     def wait_until(self, virtual_s: float, backlog: Backlog) -> bool:
         """Sleep until `virtual_s` after begin(); False when stopping."""
         if self.speed > 0:
-            delay = virtual_s / self.speed - (time.monotonic() - self._start_mono)
-            if delay > 0 and self.stopping.wait(delay):
-                return False
+            due = self._start_mono + virtual_s / self.speed
+            while True:  # long gaps and tiny speeds: in bounded waits
+                delay = due - time.monotonic()
+                if delay <= 0:
+                    break
+                if self.stopping.wait(min(delay, self.MAX_SLEEP_S)):
+                    return False
         else:  # as fast as possible: look at the backlog now and then only
             self._count += 1
             if self._count % 256:

@@ -7,7 +7,7 @@ the same rows as one in real time. The file is streamed, never held whole.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, PacedThread
 from meter import NS_PER_S
@@ -33,6 +33,7 @@ class ReplayInput(InputBackend):
         self._last_ns = 0
         self._due_ns = 0
         self.count = 0
+        self._failure: Optional[str] = None
 
     @classmethod
     def preflight(cls, options: dict) -> None:
@@ -63,11 +64,18 @@ class ReplayInput(InputBackend):
                     self._last_ns = t_ns  # only once it is queued
                     self.count += 1
             except (OSError, ReplayFileError) as exc:
-                self.log.error("replay stopped: %s", exc)
+                self._failure = (
+                    f"replay of {self.path} stopped after {self.count} pulses: {exc}"
+                )
+                self.finished.set()
+                return
             self.log.info("replay of %s done: %d edges", self.path, self.count)
             self.finished.set()
 
         self._worker.begin(run)
+
+    def failure(self) -> Optional[str]:
+        return self._failure or self._worker.error
 
     def clock(self) -> Tuple[int, float]:
         """The replay's own time: never past an edge not yet queued, so the

@@ -12,7 +12,7 @@ import time
 from typing import Any, List
 
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
-from options import Option
+from options import Option, show
 
 # The header's GPIOs: BCM 0-27; BOARD pins 1-40 (RPi.GPIO rejects the
 # power and ground pins itself).
@@ -67,7 +67,7 @@ class RpiGpioInput(InputBackend):
         low, high = PIN_RANGE[options["numbering"]]
         if not low <= options["pin"] <= high:
             raise InputError(
-                f"INPUT['pin'] = {options['pin']!r}: expected {low} to {high} in "
+                f"INPUT['pin'] = {show(options['pin'])}: expected {low} to {high} in "
                 f"{options['numbering']!r} numbering"
             )
         import_gpio()

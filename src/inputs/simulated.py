@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Tuple
+from typing import Optional, Tuple
 
 from inputs.base import Backlog, EdgeCallback, InputBackend, PacedThread
 from meter import NS_PER_S
@@ -93,6 +93,9 @@ class SimulatedInput(InputBackend):
         else:
             virtual = max(last, min(self._worker.elapsed_virtual(), self._due))
         return self._start_ns + int(virtual * NS_PER_S), self._start_wall + virtual
+
+    def failure(self) -> Optional[str]:
+        return self._worker.error
 
     def stop(self) -> None:
         self._worker.end()

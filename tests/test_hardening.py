@@ -1,0 +1,232 @@
+"""What breaks, tried through the real CLI: poison readings, hostile replay
+files and settings, dying inputs. Each test runs power.py as a subprocess on
+real files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import (
+    power_cmd,
+    pulse_rows,
+    read_csv,
+    run_power,
+    wait_for,
+    write_replay,
+)
+
+T0 = 1_714_563_000.0
+
+
+def _no_traceback(res: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "Traceback" not in res.stdout, res.stdout
+
+
+# Replay files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad", ["1e17", "1e300", "100", "4102444800", "-5", "nan", "inf"]
+)
+def test_replay_impossible_times_are_refused_up_front(ws, tmp_path, bad):
+    replay = tmp_path / "p.txt"
+    replay.write_text(f"{T0}\n{T0 + 1}\n{bad}\n")
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
+    assert res.returncode == 2, res.stderr
+    _no_traceback(res)
+    assert "line 3" in res.stderr
+    assert not ws.csv.exists()  # refused before anything ran
+
+
+def test_replay_csv_row_in_year_9999_is_refused(ws, tmp_path):
+    replay = tmp_path / "p.csv"
+    replay.write_text(
+        "time,meter,pulses,energy_kwh,power_w,interval_s\n"
+        "2024-05-01T12:00:00.000Z,house,1,0.001,,\n"
+        "9999-05-01T12:00:00.000Z,house,2,0.002,1,1\n"
+    )
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
+    assert res.returncode == 2, res.stderr
+    _no_traceback(res)
+    assert "line 3" in res.stderr and "plausible" in res.stderr
+
+
+def test_replay_with_a_byte_order_mark_is_accepted(ws, tmp_path):
+    replay = tmp_path / "bom.txt"
+    replay.write_bytes(b"\xef\xbb\xbf" + f"{T0}\n{T0 + 1}\n{T0 + 2}\n".encode())
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
+    assert res.returncode == 0, res.stderr
+    assert [r["pulses"] for r in read_csv(ws.csv)] == ["1", "2", "3"]
+
+
+def test_replay_of_a_fifo_is_refused_without_hanging(ws, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    res = ws.power("--replay", str(fifo), "--nodaemon", timeout=20)
+    assert res.returncode == 2, res.stderr
+    _no_traceback(res)
+    assert "not a regular file" in res.stderr
+
+
+def test_replay_of_dev_zero_is_refused(ws):
+    res = ws.power("--replay", "/dev/zero", "--nodaemon", timeout=20)
+    assert res.returncode == 2, res.stderr
+    assert "not a regular file" in res.stderr
+
+
+def test_replay_line_longer_than_the_limit_is_refused(ws, tmp_path):
+    replay = tmp_path / "long.txt"
+    replay.write_text(f"{T0}\n" + "1" * 100_000 + "\n")
+    res = ws.power("--replay", str(replay), "--nodaemon", timeout=20)
+    assert res.returncode == 2, res.stderr
+    assert "line 2" in res.stderr and "longer than" in res.stderr
+
+
+def test_replay_that_stops_on_a_bad_line_half_way_exits_1(ws, tmp_path):
+    """The file is checked up front, then grows a bad line while it is
+    replayed: the replay stops there, says where, and power exits 1."""
+    replay = write_replay(tmp_path / "p.txt", [T0 + i * 0.5 for i in range(6)])
+    proc = subprocess.Popen(
+        power_cmd("--settings", str(ws.settings), "--replay", str(replay), "-q")
+        + ["--nodaemon"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: ws.csv.exists(), timeout=20)
+        with open(replay, "a") as f:
+            f.write("not a time\n")
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert "stopped after" in err and "line 7" in err
+    assert "every sink has every reading" not in err
+    assert len(pulse_rows(read_csv(ws.csv))) == 6  # what was read is kept
+
+
+def test_replay_at_a_tiny_speed_waits_and_stops_cleanly(ws, tmp_path):
+    """--speed 1e-12 once killed the input thread (a wait too long for the
+    clock); now it waits in bounded steps and SIGTERM ends it with 0."""
+    replay = write_replay(tmp_path / "p.txt", [T0, T0 + 3600, T0 + 7200])
+    proc = subprocess.Popen(
+        power_cmd("--settings", str(ws.settings), "--replay", str(replay), "--nodaemon")
+        + ["--speed", "1e-12", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: ws.csv.exists() and len(read_csv(ws.csv)) == 1, timeout=20)
+        time.sleep(1.5)
+        assert proc.poll() is None  # still waiting for the second pulse
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "stopping on signal" in err
+
+
+# Settings -------------------------------------------------------------------
+
+
+def _run(ws, mode):
+    """power.py in one of its modes with the workspace's settings."""
+    if mode == ["report"]:
+        return run_power("report", "--settings", str(ws.settings))
+    return ws.power(*mode) if mode else ws.power("--nodaemon")
+
+
+def _settings_case(ws, body: str) -> Path:
+    text = ws.settings.read_text()
+    ws.settings.write_text(text + body)
+    return ws.settings
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("exit()\n", ["exit()"]),
+        ("raise SystemExit(5)\n", ["SystemExit"]),
+        ("import sys\nsys.exit(0)\n", ["exit()"]),
+        ("raise KeyboardInterrupt\n", ["KeyboardInterrupt"]),
+        ("raise BaseException('boom')\n", ["BaseException", "boom"]),
+    ],
+)
+@pytest.mark.parametrize("mode", [[], ["--status"], ["--kill"], ["report"]])
+def test_settings_file_ending_the_program_is_a_settings_error(ws, body, words, mode):
+    _settings_case(ws, body)
+    res = _run(ws, mode)
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    _no_traceback(res)
+    assert "line " in res.stderr
+    for word in words:
+        assert word in res.stderr
+
+
+@pytest.mark.parametrize("mode", [[], ["--status"], ["--kill"], ["report"]])
+def test_unquoted_password_is_not_echoed(ws, mode):
+    ws.settings.write_text(
+        ws.settings.read_text()
+        + "SINKS = [{'type': 'influxdb',\n"
+        + "          'password': Hunter2}]\n"
+    )
+    res = _run(ws, mode)
+    assert res.returncode == 2, res.stderr
+    _no_traceback(res)
+    assert "Hunter2" not in res.stderr + res.stdout
+    assert "NameError" in res.stderr and "quotes" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "assert False, 'token s3cr3tvalue'\n",
+        "d = {'token': 's3cr3tvalue'}\nd['token'] + 1\n",
+        "raise ValueError('s3cr3tvalue')  # api_key\n",
+    ],
+)
+def test_errors_raised_on_secret_lines_are_not_echoed(ws, body):
+    _settings_case(ws, body)
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2, res.stderr
+    _no_traceback(res)
+    assert "s3cr3tvalue" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "RETENTION_DAYS = 10**400\n",
+        "DRAIN_TIMEOUT_S = 10**400\n",
+        "METER = {'name': 'house', 'pulses_per_kwh': 10**400}\n",
+        "METER = {'name': 'house', 'debounce_ms': -10**400}\n",
+        "SINKS = [{'type': 'file', 'path': 'x.csv', 'batch_size': 10**400}]\n",
+        "LEDS = {'ready': 10**400}\n",
+        "LOG_LEVEL = 10**5000\n",
+        "SINKS = [{'type': 10**5000}]\n",
+        "DATA_DIR = 'a\\0b'\n",
+        "LOGFILE = 'a\\0b'\n",
+        "PIDFILE = 'a\\0b'\n",
+        "SINKS = [{'type': 'file', 'path': 'x\\0.csv'}]\n",
+        "INPUT = {'backend': 'replay', 'path': 'p\\0.txt'}\n",
+    ],
+)
+def test_huge_numbers_and_nul_bytes_in_settings_exit_2(ws, body):
+    _settings_case(ws, body)
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2, res.stderr
+    _no_traceback(res)
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert len(res.stderr) < 1000
