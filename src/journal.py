@@ -46,12 +46,21 @@ CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS skipped (
+    sink TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    first_seq INTEGER NOT NULL
+);
 """
 
 COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s"
 SAVE_CURSOR = (
     "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
     "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq"
+)
+ADD_SKIPPED = (
+    "INSERT INTO skipped (sink, count, first_seq) VALUES (?, ?, ?) "
+    "ON CONFLICT(sink) DO UPDATE SET count=count+excluded.count"
 )
 PRUNE_CHUNK = 5000  # rows deleted per transaction
 PAGE_SIZE = 1024  # for new journals: a commit of a few readings writes 1 KiB
@@ -349,6 +358,12 @@ class JournalReader:
             self.cursors.advance(self.sink, seq)
         self._cursor = seq
 
+    def skip(self, seqs: Sequence[int]) -> None:
+        """Count readings the sink refused as bad data, at once: --status
+        shows them. The cursor passes them with the rest of the batch."""
+        if seqs:
+            self.conn.execute(ADD_SKIPPED, (self.sink, len(seqs), min(seqs)))
+
     def close(self) -> None:
         try:
             self.conn.close()
@@ -361,6 +376,7 @@ class JournalStatus:
     last_seq: int
     last: Dict[str, Reading]  # per meter
     backlog: Dict[str, int]  # per sink name
+    skipped: Dict[str, Tuple[int, int]]  # per sink name: count, first seq
 
 
 def read_status(path: str, sinks: Sequence[str]) -> Optional[JournalStatus]:
@@ -386,6 +402,15 @@ def read_status(path: str, sinks: Sequence[str]) -> Optional[JournalStatus]:
                 "SELECT count(*) FROM readings WHERE seq > ?", (cursors.get(name, 0),)
             ).fetchone()
             backlog[name] = row[0]
-        return JournalStatus(last_seq, last, backlog)
+        try:
+            skipped = {
+                name: (count, first)
+                for name, count, first in conn.execute(
+                    "SELECT sink, count, first_seq FROM skipped"
+                )
+            }
+        except sqlite3.OperationalError:  # a journal of an older version
+            skipped = {}
+        return JournalStatus(last_seq, last, backlog, skipped)
     finally:
         conn.close()

@@ -179,7 +179,14 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
                 f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
             )
         for name in sinks:
-            print(f"sink {name}: backlog {status.backlog[name]} readings")
+            line = f"sink {name}: backlog {status.backlog[name]} readings"
+            if name in status.skipped:
+                count, first = status.skipped[name]
+                line += (
+                    f"; {count} refused as bad data and skipped (first at "
+                    f"sequence {first}; see the log)"
+                )
+            print(line)
     return code
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,19 @@ from conftest import (
     wait_for,
     write_replay,
 )
+from servers import Influx
+
+from csvformat import parse_time
 
 T0 = 1_714_563_000.0
+
+
+@pytest.fixture
+def influx(tmp_path):
+    server = Influx(tmp_path / "influx")
+    server.start()
+    yield server
+    server.stop()
 
 
 def _no_traceback(res: subprocess.CompletedProcess) -> None:
@@ -230,3 +243,80 @@ def test_huge_numbers_and_nul_bytes_in_settings_exit_2(ws, body):
     _no_traceback(res)
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert len(res.stderr) < 1000
+
+
+# Poison readings ------------------------------------------------------------
+
+WEEK = 7 * 86400
+
+
+def test_influxdb_field_type_conflict_skips_only_the_refused_points(
+    ws, tmp_path, influx
+):
+    """A field type conflict (HTTP 400) for the readings of one week: those
+    are found by halving, skipped and counted; all the others are written,
+    including those after them."""
+    shard_b = (int(T0) // WEEK + 2) * WEEK  # a later shard group's start
+    influx.query("CREATE DATABASE power")
+    req = urllib.request.Request(
+        f"{influx.url}/write?db=power&precision=s",
+        data=f'power,meter=house power_w="text" {shard_b + 10}'.encode(),
+    )
+    urllib.request.urlopen(req, timeout=10).close()
+    times = [T0 + i for i in range(200)]  # before shard B: fine
+    times += [shard_b + 100 + i for i in range(5)]  # in shard B: refused
+    times += [shard_b + WEEK + 100 + i for i in range(30)]  # after: fine
+    replay = write_replay(tmp_path / "p.txt", times)
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[
+            {"type": "file", "path": str(ws.csv)},
+            {
+                "type": "influxdb",
+                "host": "127.0.0.1",
+                "port": influx.port,
+                "batch_size": 1000,
+                "retry_max_s": 1,
+            },
+        ],
+    )
+    res = ws.power(
+        "--replay", str(replay), "--speed", "0", "--nodaemon", "-q", timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(ws.csv)
+    refused = [r for r in rows if shard_b <= parse_time(r["time"]) < shard_b + WEEK]
+    assert len(refused) == 6  # 5 pulses and the idle reading after them
+    assert influx.count() == len(rows) - 6
+    assert res.stderr.count("refused as bad data") == 1, res.stderr
+    assert "skipped 6 readings" in res.stderr
+    assert "first at journal sequence 202" in res.stderr  # 200 pulses, 1 idle
+    status = ws.power("--status")
+    assert "sink influxdb: backlog 0 readings; 6 refused as bad data" in status.stdout
+
+
+def test_file_sink_skips_a_reading_it_cannot_write(ws, tmp_path):
+    """A journal row with a time no CSV can show (left by an older version
+    that accepted it) is skipped and counted; the file goes on."""
+    ws.write({"backend": "simulated"}, SINKS=[])
+    first = write_replay(tmp_path / "a.txt", [T0 + i for i in range(5)])
+    res = ws.power("--replay", str(first), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 0, res.stderr
+    conn = sqlite3.connect(ws.data / "journal.sqlite3")
+    conn.execute(
+        "INSERT INTO readings (time, meter, pulses, energy_kwh, power_w, "
+        "interval_s) VALUES (1e17, 'house', 6, 0.006, 1.0, 1.0)"
+    )
+    conn.commit()
+    conn.close()
+    ws.write({"backend": "simulated"})  # now with the file sink
+    second = write_replay(tmp_path / "b.txt", [T0 + 100 + i for i in range(5)])
+    res = ws.power("--replay", str(second), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 0, res.stderr
+    pulses = [int(r["pulses"]) for r in pulse_rows(read_csv(ws.csv))]
+    assert pulses == [1, 2, 3, 4, 5, 7, 8, 9, 10, 11]
+    assert "skipped 1 readings it refused as bad data (first at journal " in (
+        res.stderr
+    )
+    status = ws.power("--status")
+    assert "sink file: backlog 0 readings; 1 refused as bad data" in status.stdout

@@ -28,13 +28,17 @@ class SinkError(Exception):
     """A write or open that failed.
 
     `retry` False marks a failure that will not heal by itself (bad
-    credentials, a rejected point): the runner then waits its longest
-    backoff between tries instead of hammering the server.
+    credentials): the runner then waits its longest backoff between tries
+    instead of hammering the server. `bad_data` marks readings refused for
+    what they hold (a 4xx for a point, a time a file cannot show): the
+    runner finds them by halving the batch, skips and counts them, and goes
+    on with the rest.
     """
 
-    def __init__(self, message: str, retry: bool = True) -> None:
+    def __init__(self, message: str, retry: bool = True, bad_data: bool = False):
         super().__init__(message)
-        self.retry = retry
+        self.retry = retry and not bad_data
+        self.bad_data = bad_data
 
 
 class Sink:

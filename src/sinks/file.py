@@ -80,7 +80,13 @@ class FileSink(Sink):
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self._file is None:  # closed by an earlier error: open it again
             self.open()
-        lines = self._unwritten([csv_line(r) for r in batch])
+        try:
+            formatted = [csv_line(r) for r in batch]
+        except (OverflowError, OSError, ValueError) as exc:
+            raise SinkError(
+                f"cannot write a reading to {self.path}: {exc}", bad_data=True
+            ) from None
+        lines = self._unwritten(formatted)
         if not lines:
             return None
         data = ("\n".join(lines) + "\n").encode()

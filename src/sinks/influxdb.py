@@ -4,9 +4,10 @@ endpoints), with the `influxdb` client package.
 Each reading becomes a point at the pulse's own time (ms precision), tagged
 with the meter name. Writing a point again after a crash is harmless: same
 series and time means the same point. Connection failures, timeouts and 5xx
-are retried by the runner; a 4xx that cannot heal (bad credentials, a
-rejected point) is reported with the server's words and retried only at the
-longest backoff.
+are retried by the runner; a 4xx that cannot heal (bad credentials) is
+reported with the server's words and retried only at the longest backoff; a
+400 for the points themselves (a field type conflict) has the runner skip
+just the refused points.
 """
 
 from __future__ import annotations
@@ -170,6 +171,13 @@ class InfluxDBSink(Sink):
                 )
             if exc.code == 404 and "database not found" in content:
                 return SinkError(f"{where}: database not found: {content}")
+            if exc.code in (400, 413, 422) and not _settings_problem(content):
+                # Refused for what the points hold (a field type conflict, a
+                # time out of range): the runner finds and skips those.
+                return SinkError(
+                    f"{where}: the server refused the points ({exc.code} {content})",
+                    bad_data=True,
+                )
             if exc.code is not None and 400 <= exc.code < 500:
                 return SinkError(
                     f"{where}: the server rejected the write ({exc.code} {content})",
@@ -193,6 +201,15 @@ class InfluxDBSink(Sink):
             except Exception:  # closing must never fail the stop
                 pass
             self.client = None
+
+
+def _settings_problem(content: str) -> bool:
+    """A 4xx that names our settings, not the points: never skip for it."""
+    text = content.lower()
+    return any(
+        words in text
+        for words in ("not found", "authoriz", "authenticat", "permission")
+    )
 
 
 def _reason(exc: Exception) -> str:

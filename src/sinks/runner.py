@@ -78,6 +78,7 @@ class SinkRunner:
         self._permanent = False
         self._limit = batch_size
         self._draining = False
+        self.skipped = 0  # readings refused as bad data since start
         # Rows just committed, handed over by the monitor so that a sink
         # keeping up needs no journal read; bounded, the journal has it all.
         self._inbox: Deque[List[Row]] = collections.deque()
@@ -249,6 +250,8 @@ class SinkRunner:
             self.sink.more_waiting = len(rows) >= self._limit
             taken = self.sink.write([reading for _, reading in rows])
         except SinkError as exc:
+            if exc.bad_data:
+                return self._deliver_bisecting(rows, reader)
             self._permanent = not exc.retry
             self._failed(str(exc))
             return False
@@ -264,7 +267,74 @@ class SinkRunner:
                 self._recovered()
                 return False  # nothing ready yet: not a failure
             rows = rows[:taken]
-        seq = rows[-1][0]
+        self._advance(reader, rows[-1][0])
+        self._recovered()
+        return True
+
+    def _deliver_bisecting(self, rows: List[Row], reader: JournalReader) -> bool:
+        """The sink refused the batch for what some readings hold: find those
+        by halving, write the rest, skip and count them, and go on. One bad
+        reading must never stop a sink."""
+        skipped: List[int] = []
+        reason = ""
+        done = 0  # rows[:done] are written or skipped
+        error: Optional[str] = None
+        pending = [(0, len(rows))]  # a stack: the front half on top
+        known_bad = True  # the whole batch was just refused
+        while pending:
+            lo, hi = pending.pop()
+            part = rows[lo:hi]
+            try:
+                if known_bad:
+                    known_bad = False
+                    raise SinkError("", bad_data=True)
+                self.sink.more_waiting = True
+                taken = self.sink.write([reading for _, reading in part])
+            except SinkError as exc:
+                if not exc.bad_data:
+                    error = str(exc)
+                    break
+                if hi - lo == 1:
+                    skipped.append(part[0][0])
+                    reason = str(exc) or reason
+                    done = hi
+                else:
+                    mid = (lo + hi) // 2
+                    pending += [(mid, hi), (lo, mid)]
+                continue
+            except Exception as exc:  # a library raising something unexpected
+                error = f"{type(exc).__name__}: {exc}"
+                break
+            if taken is not None and taken < len(part):
+                done = lo + max(taken, 0)  # the rest comes again
+                break
+            done = hi
+        if skipped:
+            try:
+                reader.skip(skipped)
+            except sqlite3.Error as exc:
+                self.log.warning(
+                    "sink %s: cannot count skipped readings: %s", self.name, exc
+                )
+            self.skipped += len(skipped)
+            self.log.error(
+                "sink %s: skipped %d readings it refused as bad data (first at "
+                "journal sequence %d): %s",
+                self.name,
+                len(skipped),
+                skipped[0],
+                reason,
+            )
+        if done:
+            self._advance(reader, rows[done - 1][0])
+        if error is not None:
+            self._permanent = False
+            self._failed(error)
+            return False
+        self._recovered()
+        return done > 0
+
+    def _advance(self, reader: JournalReader, seq: int) -> None:
         try:
             reader.advance(seq, durable=self.sink.DURABLE_CURSOR)
         except sqlite3.Error as exc:
@@ -278,8 +348,6 @@ class SinkRunner:
             )
             reader.advance(seq)
         self.cursor = seq
-        self._recovered()
-        return True
 
     def _recovered(self) -> None:
         if self._streak_started is not None:
