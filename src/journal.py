@@ -341,6 +341,41 @@ class JournalReader:
         row = self.conn.execute("SELECT max(seq) FROM readings").fetchone()
         return row[0] or 0
 
+    def find(self, meter: str, pulses: int) -> List[Row]:
+        """The rows of `meter` with count `pulses` (a pulse and the idle rows
+        after it), oldest first. A meter's count never falls along the
+        sequence, so a bisection finds them in a few short reads, however
+        long the journal."""
+        first = self.conn.execute("SELECT min(seq) FROM readings").fetchone()[0]
+        if first is None:
+            return []
+        probe = (
+            "SELECT seq, pulses FROM readings WHERE seq >= ? AND meter = ? "
+            "ORDER BY seq LIMIT 1"
+        )
+        lo, hi = first, self.last_seq() + 1
+        while lo < hi:  # the first seq whose next row of meter has >= pulses
+            mid = (lo + hi) // 2
+            row = self.conn.execute(probe, (mid, meter)).fetchone()
+            if row is None or row[1] >= pulses:
+                hi = mid
+            else:
+                lo = row[0] + 1
+        found: List[Row] = []
+        while True:
+            rows = self.conn.execute(
+                f"SELECT {COLUMNS} FROM readings WHERE seq >= ? AND meter = ? "
+                "ORDER BY seq LIMIT 100",
+                (lo, meter),
+            ).fetchall()
+            for values in rows:
+                if values[3] != pulses:
+                    return found
+                found.append(_row(values))
+            if len(rows) < 100:
+                return found
+            lo = rows[-1][0] + 1
+
     def read(self, limit: int) -> List[Row]:
         """Up to `limit` committed rows after the cursor, oldest first."""
         rows = self.conn.execute(

@@ -320,3 +320,112 @@ def test_file_sink_skips_a_reading_it_cannot_write(ws, tmp_path):
     )
     status = ws.power("--status")
     assert "sink file: backlog 0 readings; 1 refused as bad data" in status.stdout
+
+
+# The CSV after a crash ------------------------------------------------------
+
+
+def _replay(ws, tmp_path, name, times, **kw):
+    replay = write_replay(tmp_path / name, times)
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-q", **kw)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def _pulses(ws):
+    return [int(r["pulses"]) for r in pulse_rows(read_csv(ws.csv))]
+
+
+def _file_cursor(ws, seq=None):
+    conn = sqlite3.connect(ws.data / "journal.sqlite3")
+    if seq is not None:
+        conn.execute("UPDATE cursors SET seq = ? WHERE sink = 'file'", (seq,))
+        conn.commit()
+    (value,) = conn.execute("SELECT seq FROM cursors WHERE sink = 'file'").fetchone()
+    conn.close()
+    return value
+
+
+def _file_sink(ws, **extra):
+    ws.write(
+        {"backend": "simulated"}, SINKS=[{"type": "file", "path": str(ws.csv), **extra}]
+    )
+
+
+def test_csv_ahead_of_its_cursor_gets_no_duplicate_whatever_the_batch_size(
+    ws, tmp_path
+):
+    """A crash after the CSV's sync and before its cursor is saved leaves
+    the file ahead of the cursor; restarted with a smaller batch size, the
+    first batch does not reach the file's last line. No duplicate."""
+    _file_sink(ws, batch_size=1000)
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(100)])
+    _file_cursor(ws, 40)  # as a kill -9 between the two leaves it
+    _file_sink(ws, batch_size=7)
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 200 + i for i in range(10)])
+    assert _pulses(ws) == list(range(1, 111))
+    assert "already holds readings up to journal sequence 100" in res.stderr
+
+
+def test_csv_resumes_from_its_last_line_without_a_saved_cursor(ws, tmp_path):
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(50)])
+    conn = sqlite3.connect(ws.data / "journal.sqlite3")
+    conn.execute("DELETE FROM cursors")
+    conn.commit()
+    conn.close()
+    _replay(ws, tmp_path, "b.txt", [T0 + 100 + i for i in range(10)])
+    assert _pulses(ws) == list(range(1, 61))
+    rows = read_csv(ws.csv)
+    assert len(rows) == len({(r["time"], r["pulses"]) for r in rows})
+
+
+@pytest.mark.parametrize("cut", ["half_line", "last_rows", "zero"])
+def test_csv_tail_lost_to_a_fault_is_written_again_from_the_journal(ws, tmp_path, cut):
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(100)])
+    whole = ws.csv.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    if cut == "half_line":
+        ws.csv.write_bytes(whole[:-10])
+    elif cut == "last_rows":
+        ws.csv.write_bytes(b"".join(lines[:-30]))
+    else:
+        ws.csv.write_bytes(b"")
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 200 + i for i in range(10)])
+    assert _pulses(ws) == list(range(1, 111))
+    assert ws.csv.read_bytes().startswith(whole)  # the lost rows as they were
+    assert "writing them again from the journal" in res.stderr
+
+
+def test_kill_9_with_batch_size_changed_between_restarts(ws, tmp_path):
+    """Real kill -9 of a fast replay, restarted with ever smaller batches."""
+    times = [T0 + i for i in range(100_000)]
+    replay = write_replay(tmp_path / "fast.txt", times)
+    for batch_size in (5000, 3, 50):
+        _file_sink(ws, batch_size=batch_size, flush_interval_s=0.05)
+        proc = subprocess.Popen(
+            power_cmd("--settings", str(ws.settings), "--replay", str(replay))
+            + ["--speed", "0", "--nodaemon", "-q"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            size = ws.csv.stat().st_size if ws.csv.exists() else 0
+            wait_for(
+                lambda size=size: (
+                    ws.csv.exists() and ws.csv.stat().st_size > size + 20_000
+                ),
+                timeout=60,
+            )
+            proc.kill()
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        pulses = _pulses(ws)
+        assert len(pulses) == len(set(pulses))
+    _file_sink(ws, batch_size=1000)
+    _replay(ws, tmp_path, "empty.txt", [], timeout=120)
+    rows = read_csv(ws.csv)
+    numbers = [int(r["pulses"]) for r in pulse_rows(rows)]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert len(rows) == len({(r["time"], r["pulses"]) for r in rows})

@@ -8,7 +8,7 @@ is one small file plus one registry entry.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar, Dict, Optional, Sequence
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from meter import Reading
 from options import Option
@@ -87,6 +87,16 @@ class Sink:
         reading twice after a crash must be harmless.
         """
         raise NotImplementedError
+
+    def resume_after(
+        self, find: Callable[[str, int], List[Tuple[int, Reading]]]
+    ) -> Optional[int]:
+        """After the first open: the journal sequence of the last reading the
+        sink's own record holds, or None to go by the saved cursor. `find`
+        gives the journal rows of a meter with a pulse count. A sink that
+        keeps its own record (the CSV file) resumes exactly after it, so a
+        crash neither repeats nor loses a reading there."""
+        return None
 
     def close(self) -> None:
         """Release what open() took; never raises."""

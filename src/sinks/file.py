@@ -1,11 +1,14 @@
 """CSV file sink: the plain record anyone can open in a spreadsheet.
 
-Appends each batch and syncs it before the runner moves its cursor, which
-is saved at once (DURABLE_CURSOR). A crash between the two sends that one
-batch again, so on open the sink reads the file's last line (dropping a
-half-written one) and skips the batch's readings up to it: after any crash
-the file has each reading exactly once. Times are not compared, as a Pi
-without a clock may boot with one earlier than the file's last line.
+The file is its own record of where it stands: at start the sink reads its
+last complete line (cutting off a half-written one) and the runner finds
+that reading in the journal and goes on right after it, whatever the saved
+cursor says. So after any crash the file has each reading exactly once: a
+batch written but not yet marked is not written again, and rows lost from
+the file's end (a cut file, a lost tail) are written again from the journal.
+The cursor, saved after each write, is only the fallback for a last line the
+journal no longer holds. Times are not compared, as a Pi without a clock may
+boot with one earlier than the file's last line.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import IO, List, Optional, Sequence
 
-from csvformat import HEADER, csv_line
+from csvformat import COLUMNS, HEADER, csv_line
 from meter import Reading
 from options import Option
 from sinks.base import Sink, SinkError
@@ -30,6 +33,9 @@ class FileSink(Sink):
         self.path: str = options["path"]
         self._file: Optional[IO[bytes]] = None
         self._skip_through: Optional[str] = None  # the file's last line
+        # For resume_after: the last line at open; "" for a file without
+        # readings; None for a new file.
+        self._resume_line: Optional[str] = None
 
     def describe(self) -> str:
         return f"{self.name} ({self.path})"
@@ -39,6 +45,7 @@ class FileSink(Sink):
             parent = os.path.dirname(self.path)
             if parent:
                 os.makedirs(parent, exist_ok=True)
+            existed = os.path.exists(self.path)
             f = open(self.path, "a+b")
         except OSError as exc:
             raise SinkError(f"cannot open {self.path}: {exc.strerror}") from exc
@@ -48,6 +55,8 @@ class FileSink(Sink):
                 f.write((HEADER + "\n").encode())
                 f.flush()
             self._skip_through = None if last in (None, HEADER) else last
+            if existed:
+                self._resume_line = "" if last in (None, HEADER) else last
         except OSError as exc:
             f.close()
             raise SinkError(f"cannot prepare {self.path}: {exc.strerror}") from exc
@@ -66,7 +75,8 @@ class FileSink(Sink):
             cut = tail.rfind(b"\n")
             keep = start + cut + 1 if cut >= 0 else 0
             self.log.warning(
-                "%s ended in a partial line (an earlier crash); removed it",
+                "%s ended in a partial line (an earlier crash); removed it, "
+                "the journal gives its reading again",
                 self.path,
             )
             f.truncate(keep)
@@ -76,6 +86,29 @@ class FileSink(Sink):
             tail = tail[: cut + 1]
         lines = tail.rstrip(b"\n").split(b"\n")
         return lines[-1].decode("utf-8", "replace")
+
+    def resume_after(self, find) -> Optional[int]:
+        line, self._resume_line = self._resume_line, None
+        if line is None:
+            return None  # a new file: go by the cursor
+        if line == "":
+            return 0  # no readings (cut to zero?): all the journal holds
+        fields = line.split(",")
+        try:
+            meter, pulses = fields[1], int(fields[2])
+        except (IndexError, ValueError):
+            return None
+        key = fields[: len(COLUMNS)]
+        for seq, reading in reversed(find(meter, pulses)):
+            if csv_line(reading).split(",")[: len(COLUMNS)] == key:
+                self._skip_through = None  # the position is known exactly
+                return seq
+        self.log.warning(
+            "%s: its last line is not in the journal (pruned or replaced); "
+            "going on from the saved position",
+            self.path,
+        )
+        return None
 
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self._file is None:  # closed by an earlier error: open it again

@@ -79,6 +79,8 @@ class SinkRunner:
         self._limit = batch_size
         self._draining = False
         self.skipped = 0  # readings refused as bad data since start
+        self._reader: Optional[JournalReader] = None
+        self._resumed = False
         # Rows just committed, handed over by the monitor so that a sink
         # keeping up needs no journal read; bounded, the journal has it all.
         self._inbox: Deque[List[Row]] = collections.deque()
@@ -156,6 +158,7 @@ class SinkRunner:
         reader = None
         try:
             reader = self._open_reader()
+            self._reader = reader
             self.cursor = reader.cursor
             self._loop(reader)
         except Exception:  # a bug must not pass silently, nor kill the daemon
@@ -240,7 +243,44 @@ class SinkRunner:
             self.sink.close()
             return False
         self._opened = True
+        if not self._resumed and self._reader is not None:
+            self._resumed = True
+            self._resume(self._reader)
         return True
+
+    def _resume(self, reader: JournalReader) -> None:
+        """Start after what the sink's own record holds, when it keeps one:
+        later than the cursor after a crash, earlier after a lost tail."""
+        try:
+            seq = self.sink.resume_after(reader.find)
+        except sqlite3.Error as exc:
+            self.log.warning(
+                "sink %s: cannot look up its last reading in the journal (%s); "
+                "going by its saved position",
+                self.name,
+                exc,
+            )
+            return
+        if seq is None or seq == reader.cursor:
+            return
+        if seq < reader.cursor:
+            self.log.warning(
+                "sink %s: its record ends at journal sequence %d, before its "
+                "saved position %d (readings lost there); writing them again "
+                "from the journal",
+                self.name,
+                seq,
+                reader.cursor,
+            )
+        else:
+            self.log.info(
+                "sink %s: already holds readings up to journal sequence %d "
+                "(saved position %d); going on after them",
+                self.name,
+                seq,
+                reader.cursor,
+            )
+        self._advance(reader, seq)
 
     def _deliver(self, rows, reader: JournalReader) -> bool:
         if not self._open():
