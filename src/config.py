@@ -281,6 +281,8 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
                 "sink's position in the journal)"
             )
 
+    _check_sink_paths(sinks)
+
     return Settings(
         path=path,
         meters=meters,
@@ -353,6 +355,23 @@ def _check_pins(meters: List[MeterSetup], ready: Optional[int]) -> None:
                 f"{what} = {pin}: that GPIO is the input of meter "
                 f"{inputs[key]!r}; an LED needs a pin of its own"
             )
+
+
+def _check_sink_paths(sinks: List[SinkSetup]) -> None:
+    """Two sinks writing one file would write every row twice."""
+    seen: Dict[str, int] = {}
+    for i, sink in enumerate(sinks):
+        option = sink.cls.OPTIONS.get("path")
+        path = sink.options.get("path")
+        if option is None or option.kind != "path" or not isinstance(path, str):
+            continue  # InfluxDB's 'path' is part of a URL
+        key = os.path.realpath(path)
+        if key in seen:
+            raise SettingsError(
+                f"SINKS[{i}]['path'] = {path!r}: SINKS[{seen[key]}] writes that "
+                "file already; give each sink a file of its own"
+            )
+        seen[key] = i
 
 
 def _path(name: str, value: Any) -> str:

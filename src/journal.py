@@ -16,6 +16,7 @@ one synced commit a second at most, whatever the number of sinks.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -27,6 +28,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from meter import Reading
 
 FILENAME = "journal.sqlite3"
+MARK_FILENAME = "journal.mark"  # the high-water mark, beside the journal
+MARK_EVERY_S = 60.0  # at most one mark write a minute, and one at stop
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -100,18 +103,82 @@ def _row(values: Sequence) -> Row:
     return values[0], Reading._make(values[1:])
 
 
+def mark_path(path: str) -> str:
+    return os.path.join(os.path.dirname(path), MARK_FILENAME)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The highest sequence and each meter's highest count ever committed,
+    kept apart from the journal so that losing the journal is never silent."""
+
+    seq: int
+    meters: Dict[str, int]
+
+
+def read_mark(path: str) -> Optional[Mark]:
+    """The mark beside journal `path`; None if there is none or it is bad."""
+    try:
+        with open(mark_path(path), encoding="utf-8") as f:
+            data = json.load(f)
+        seq = data["seq"]
+        meters = data["meters"]
+        if isinstance(seq, int) and all(
+            isinstance(k, str) and isinstance(v, int) for k, v in meters.items()
+        ):
+            return Mark(seq, dict(meters))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def write_mark(path: str, mark: Mark) -> None:
+    """Replace the mark atomically and durably (OSError if it cannot)."""
+    target = mark_path(path)
+    tmp = target + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"seq": mark.seq, "meters": mark.meters}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def _damaged_backlog(path: str) -> Dict[str, int]:
+    """Per sink, the readings a damaged journal held that the sink had not
+    written, as far as it can still be read."""
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            cursors = dict(conn.execute("SELECT sink, seq FROM cursors"))
+            return {
+                sink: conn.execute(
+                    "SELECT count(*) FROM readings WHERE seq > ?", (seq,)
+                ).fetchone()[0]
+                for sink, seq in cursors.items()
+            }
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}
+
+
 def _move_aside(path: str, log: logging.Logger, reason: str) -> None:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = f"{path}.corrupt-{stamp}"
+    backlog = _damaged_backlog(path)
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.replace(path + suffix, target + suffix)
+    waiting = ", ".join(f"sink {k}: {v}" for k, v in sorted(backlog.items()))
     log.error(
-        "journal %s is unreadable (%s); moved it aside to %s and started a new "
-        "one. Pulse counts restart from 0: set METER['energy_offset_kwh'] to "
-        "the meter's register to keep energy totals right",
+        "journal %s is damaged (%s); moved it aside to %s and started a new "
+        "one. Readings the sinks had not yet written stay only there (%s). "
+        "Recover what it holds with: sqlite3 %s .recover | sqlite3 "
+        "recovered.sqlite3; pulse counts go on from the journal's mark",
         path,
         reason,
+        target,
+        waiting or "how many cannot be read",
         target,
     )
 
@@ -142,7 +209,14 @@ class Cursors:
 class Journal:
     """The writer side, owned by the monitor thread alone."""
 
-    def __init__(self, path: str, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        path: str,
+        log: logging.Logger,
+        held: Optional[Dict[str, int]] = None,
+    ) -> None:
+        """`held`: each meter's highest count a sink's own record holds (the
+        CSV's last line); the count never goes back below it."""
         self.path = path
         self.log = log
         self._pending: List[Reading] = []
@@ -151,22 +225,84 @@ class Journal:
         self.cursors = Cursors()
         self.committed: List[Row] = []
         self.last_seq = 0
-        self.conn = self._open()
+        self._seq_floor = 0  # sequence numbers go on above the mark's
+        self._mark_at = 0.0
+        self._mark_failing = False
+        existed = os.path.exists(path)
+        self.conn = self._open(existed)
+        self._reconcile(held or {}, existed)
+        self._write_mark()
 
-    def _open(self) -> sqlite3.Connection:
+    def _reconcile(self, held: Dict[str, int], existed: bool) -> None:
+        """Compare with the mark and the sinks' records: a journal deleted,
+        cut or rolled back must be said loudly, and its pulse numbers and
+        sequence numbers must never be handed out again."""
+        mark = read_mark(self.path)
+        lost: List[str] = []
+        if mark is not None and self.last_seq < mark.seq:
+            lost.append(f"sequence {mark.seq} before, {self.last_seq} now")
+            self._seq_floor = mark.seq
+        sources = [("journal mark", mark.meters if mark else {}), ("sinks", held)]
+        raised: Dict[str, int] = {}
+        for what, counts in sources:
+            for name, pulses in counts.items():
+                if pulses > max(self._counts.get(name, 0), raised.get(name, 0)):
+                    lost.append(
+                        f"meter {name}: pulse {pulses} in the {what}, "
+                        f"{self._counts.get(name, 0)} in the journal"
+                    )
+                    raised[name] = pulses
+        if not lost:
+            return
+        self._counts.update(raised)
+        self.conn.executemany(
+            "INSERT INTO meters (name, pulses) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET pulses=excluded.pulses",
+            raised.items(),
+        )
+        self.log.error(
+            "journal %s %s: it holds less than was committed (%s). Readings "
+            "the sinks had not written by then are lost; counts go on from "
+            "%s, so no pulse number is used twice. (To start counting from 0 "
+            "on purpose, delete %s and start a new CSV file as well.)",
+            self.path,
+            "was cut or rolled back" if existed else "is gone",
+            "; ".join(lost),
+            ", ".join(f"{k} {v}" for k, v in sorted(raised.items())) or "the mark",
+            mark_path(self.path),
+        )
+
+    def _write_mark(self) -> None:
+        """Save the high-water mark (at start, at most once a minute, at stop)."""
+        mark = Mark(max(self.last_seq, self._seq_floor), dict(self._counts))
         try:
-            return self._open_checked()
+            write_mark(self.path, mark)
+        except OSError as exc:
+            if not self._mark_failing:
+                self.log.warning("cannot save the journal's mark: %s", exc)
+            self._mark_failing = True
+            return
+        self._mark_failing = False
+        self._mark_at = time.monotonic()
+
+    def _open(self, existed: bool) -> sqlite3.Connection:
+        try:
+            return self._open_checked(existed)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and not os.access(
                 os.path.dirname(self.path) or ".", os.W_OK
             ):
                 raise JournalError(f"cannot write {self.path}: {exc}") from exc
             _move_aside(self.path, self.log, str(exc))
-            return self._open_checked()
+            return self._open_checked(False)
 
-    def _open_checked(self) -> sqlite3.Connection:
+    def _open_checked(self, existed: bool) -> sqlite3.Connection:
         conn = connect(self.path)
         try:
+            if existed:  # a damaged page would jam every sink later
+                problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+                if problem != "ok":
+                    raise sqlite3.DatabaseError(f"integrity check: {problem}")
             conn.executescript(SCHEMA)
             saved = dict(conn.execute("SELECT name, pulses FROM meters"))
             for name, pulses in saved.items():
@@ -227,11 +363,21 @@ class Journal:
         try:
             conn.execute("BEGIN")
             seq = self.last_seq
+            if rows and self.last_seq < self._seq_floor:
+                # A lost journal: sequence numbers go on above the mark.
+                conn.execute(
+                    "INSERT INTO readings (seq, time, meter, pulses, energy_kwh,"
+                    " power_w, interval_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (self._seq_floor + 1, *rows[0]),
+                )
+                rows_after = rows[1:]
+            else:
+                rows_after = rows
             if rows:
                 conn.executemany(
                     "INSERT INTO readings (time, meter, pulses, energy_kwh, power_w,"
                     " interval_s) VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,  # Readings are tuples in column order
+                    rows_after,  # Readings are tuples in column order
                 )
                 seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
             conn.executemany(
@@ -252,6 +398,8 @@ class Journal:
         self.last_seq = seq
         # What was just committed, for handing to the sinks without a read.
         self.committed: List[Row] = list(zip(range(first, seq + 1), rows))
+        if rows and time.monotonic() - self._mark_at >= MARK_EVERY_S:
+            self._write_mark()
         return bool(rows)
 
     def _save_cursors(self, cursors: Dict[str, int]) -> None:
@@ -301,6 +449,7 @@ class Journal:
             )
         except sqlite3.Error as exc:
             self.log.error("cannot save the journal on stop: %s", exc)
+        self._write_mark()
         try:
             self.conn.close()
         except sqlite3.Error:

@@ -165,8 +165,11 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
     try:
         status = read_status(journal_path(settings.data_dir), sinks)
     except Exception as exc:  # any SQLite trouble: report, do not crash
-        print(f"journal: cannot be read ({exc})")
-        status = None
+        print(
+            f"journal: {journal_path(settings.data_dir)} cannot be read ({exc}); "
+            "power moves a damaged journal aside at its next start"
+        )
+        return code
     if status is None:
         print(f"last reading: none (no journal in DATA_DIR {settings.data_dir})")
     else:

@@ -92,7 +92,11 @@ class Service:
         s = self.settings
         try:
             self._lock = lock_data_dir(s.data_dir)
-            self.journal = Journal(journal_path(s.data_dir), self.log)
+            held: Dict[str, int] = {}
+            for setup in s.sinks:
+                for meter, pulses in setup.cls.held_counts(setup.options).items():
+                    held[meter] = max(pulses, held.get(meter, 0))
+            self.journal = Journal(journal_path(s.data_dir), self.log, held)
         except OSError as exc:
             raise StartError(f"cannot use DATA_DIR {s.data_dir}: {exc}") from None
         except JournalError as exc:

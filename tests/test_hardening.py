@@ -429,3 +429,119 @@ def test_kill_9_with_batch_size_changed_between_restarts(ws, tmp_path):
     numbers = [int(r["pulses"]) for r in pulse_rows(rows)]
     assert numbers == list(range(1, len(numbers) + 1))
     assert len(rows) == len({(r["time"], r["pulses"]) for r in rows})
+
+
+# A journal lost, cut or damaged --------------------------------------------
+
+
+def _journal(ws) -> Path:
+    return ws.data / "journal.sqlite3"
+
+
+def _contiguous_unique(ws) -> int:
+    rows = read_csv(ws.csv)
+    numbers = [int(r["pulses"]) for r in pulse_rows(rows)]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers[:10]
+    assert len(rows) == len({(r["time"], r["pulses"]) for r in rows})
+    return len(numbers)
+
+
+@pytest.mark.parametrize("how", ["deleted", "zero_length", "mark_too"])
+def test_lost_journal_is_said_and_no_pulse_number_is_used_twice(ws, tmp_path, how):
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(50)])
+    journal = _journal(ws)
+    if how == "zero_length":
+        journal.write_bytes(b"")
+    else:
+        journal.unlink()
+    if how == "mark_too":  # then the CSV's last line still knows
+        (ws.data / "journal.mark").unlink()
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 100 + i for i in range(10)])
+    assert "holds less than was committed" in res.stderr
+    assert "pulse 50" in res.stderr
+    assert "counts go on from house 50" in res.stderr
+    assert _contiguous_unique(ws) == 60
+
+
+def test_wal_deleted_after_kill_9_is_said_and_the_csv_gets_no_duplicate(ws, tmp_path):
+    """Commits not yet checkpointed live in the WAL only: deleting it after
+    a kill -9 rolls the journal back behind the CSV."""
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 20, "seed": 1})
+    proc = subprocess.Popen(
+        power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: ws.csv.exists() and len(read_csv(ws.csv)) > 40, timeout=30)
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wal = Path(str(_journal(ws)) + "-wal")
+    assert wal.exists() and wal.stat().st_size > 0
+    wal.unlink()  # rolls the journal back to its last checkpoint
+    held = len(pulse_rows(read_csv(ws.csv)))
+    now = time.time()
+    res = _replay(ws, tmp_path, "b.txt", [now + 1000 + i for i in range(10)])
+    assert "holds less than was committed" in res.stderr
+    assert f"counts go on from house {held}" in res.stderr
+    assert _contiguous_unique(ws) == held + 10
+
+
+def _corrupt_middle(path: Path) -> None:
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek((size // 2) // 1024 * 1024)
+        f.write(os.urandom(4096))
+
+
+def test_damaged_journal_is_found_at_start_and_moved_aside(ws, tmp_path):
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[
+            {"type": "file", "path": str(ws.csv)},
+            {"type": "file", "name": "late", "path": str(tmp_path / "late.csv")},
+        ],
+    )
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(20_000)], timeout=120)
+    conn = sqlite3.connect(_journal(ws))  # sink 'late' is 500 readings behind
+    conn.execute("UPDATE cursors SET seq = seq - 500 WHERE sink = 'late'")
+    conn.commit()
+    conn.close()
+    _corrupt_middle(_journal(ws))
+
+    status = ws.power("--status")
+    _no_traceback(status)
+    assert "cannot be read" in status.stdout or "backlog" in status.stdout
+    assert "no journal in DATA_DIR" not in status.stdout
+
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 30_000 + i for i in range(10)])
+    _no_traceback(res)
+    assert "is damaged" in res.stderr and "moved it aside" in res.stderr
+    assert "sink late: 500" in res.stderr
+    assert ".recover" in res.stderr
+    aside = list(ws.data.glob("journal.sqlite3.corrupt-*"))
+    assert aside
+    assert _contiguous_unique(ws) == 20_010
+    assert res.stderr.count("cannot read the journal") <= 1
+
+
+def test_two_sinks_writing_one_file_are_refused(ws, tmp_path):
+    ws.write(
+        SINKS=[
+            {"type": "file", "path": str(ws.csv)},
+            {"type": "file", "name": "again", "path": str(ws.csv)},
+        ]
+    )
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2, res.stderr
+    assert "SINKS[1]['path']" in res.stderr and "SINKS[0] writes" in res.stderr
+
+
+def test_file_sink_path_that_is_a_directory_is_refused(ws, tmp_path):
+    ws.write(SINKS=[{"type": "file", "path": str(tmp_path)}])
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2, res.stderr
+    assert "is a directory" in res.stderr

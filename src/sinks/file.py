@@ -14,7 +14,7 @@ boot with one earlier than the file's last line.
 from __future__ import annotations
 
 import os
-from typing import IO, List, Optional, Sequence
+from typing import IO, Dict, List, Optional, Sequence
 
 from csvformat import COLUMNS, HEADER, csv_line
 from meter import Reading
@@ -24,8 +24,14 @@ from sinks.base import Sink, SinkError
 TAIL_BYTES = 4096
 
 
+def _not_a_directory(path: str) -> Optional[str]:
+    if os.path.isdir(os.path.expanduser(path)):
+        return "that is a directory; expected the CSV file's path in it"
+    return None
+
+
 class FileSink(Sink):
-    OPTIONS = {"path": Option("path")}
+    OPTIONS = {"path": Option("path", check=_not_a_directory)}
     DURABLE_CURSOR = True
 
     def __init__(self, name, options, log, meters=()) -> None:
@@ -39,6 +45,21 @@ class FileSink(Sink):
 
     def describe(self) -> str:
         return f"{self.name} ({self.path})"
+
+    @classmethod
+    def held_counts(cls, options: dict) -> Dict[str, int]:
+        try:
+            with open(options["path"], "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(0, size - TAIL_BYTES))
+                lines = f.read().split(b"\n")
+        except OSError:
+            return {}
+        for raw in reversed(lines[1:] if len(lines) > 1 else lines):
+            fields = raw.decode("utf-8", "replace").split(",")
+            if len(fields) >= len(COLUMNS) and fields[2].isdigit():
+                return {fields[1]: int(fields[2])}
+        return {}
 
     def open(self) -> None:
         try:

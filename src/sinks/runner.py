@@ -191,8 +191,8 @@ class SinkRunner:
                 rows = self._from_inbox(reader.cursor, limit)
                 if rows is None:
                     rows = reader.read(limit)
-            except sqlite3.Error as exc:
-                self.log.error("sink %s: cannot read the journal: %s", self.name, exc)
+            except sqlite3.Error as exc:  # one streak, like a failing write
+                self._failed(f"cannot read the journal: {exc}")
                 self._wait(self.backoff.next_delay())
                 continue
             if not rows:
