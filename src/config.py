@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Type
 from inputs.base import InputBackend
 from inputs.registry import backend_class
 from meter import MeterConfig
-from options import Option, SettingsError, show, validate
+from options import Interrupted, Option, SettingsError, show, validate
 from sinks.base import COMMON_OPTIONS, Sink
 from sinks.registry import sink_class
 
@@ -123,6 +123,8 @@ def read_module(path: str) -> Dict[str, Any]:
             f"settings file {path} line {exc.lineno}: {exc.msg}; fix the Python "
             "syntax there"
         ) from None
+    except Interrupted:
+        raise  # a real signal, not the settings file
     except BaseException as exc:  # exit(), KeyboardInterrupt too: exit 2
         raise SettingsError(_run_error(path, exc)) from None
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}

@@ -293,6 +293,11 @@ class Journal:
                 os.path.dirname(self.path) or ".", os.W_OK
             ):
                 raise JournalError(f"cannot write {self.path}: {exc}") from exc
+            if "full" in str(exc) or "I/O error" in str(exc):  # not damage
+                raise JournalError(
+                    f"cannot open the journal {self.path} ({exc}); is the disk "
+                    "full? Free some space and start again"
+                ) from None
             _move_aside(self.path, self.log, str(exc))
             return self._open_checked(False)
 
@@ -448,7 +453,12 @@ class Journal:
                 [(pulses, name) for name, pulses in self._counts.items()],
             )
         except sqlite3.Error as exc:
-            self.log.error("cannot save the journal on stop: %s", exc)
+            self.log.error(
+                "cannot save the journal on stop: %s; %d readings held in "
+                "memory are lost",
+                exc,
+                len(self._pending),
+            )
         self._write_mark()
         try:
             self.conn.close()

@@ -19,6 +19,10 @@ class SettingsError(Exception):
     """A user mistake in the settings: exit 2 with this one message."""
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT before the monitor runs: end quietly, no traceback."""
+
+
 _REQUIRED = object()
 
 

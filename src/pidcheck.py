@@ -1,81 +1,136 @@
 """Who holds the pidfile: a live power process, a stale file, or nobody.
 
 lockfile's PID lock does not clear a pidfile left by a power cut or a
-kill -9, and after a reboot its pid may belong to another program. So a pid
-counts as running only if that process exists and is a power monitor.
+kill -9, and after a reboot its pid may belong to another program. A pid
+counts as power only if that process holds the lock on DATA_DIR that every
+running monitor holds for its whole life (and writes its pid into). Without
+DATA_DIR (settings that do not load), only a process running power.py as its
+script that has a DATA_DIR lock open counts, never one whose command line
+merely contains the name.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import time
 from typing import Optional
 
+LOCKFILE = "journal.lock"  # in DATA_DIR, held by the running monitor
+PID_MAX = 4_194_304  # the kernel's highest possible pid (2**22)
+
 
 def read_pid(path: str) -> Optional[int]:
-    """The pid in the file, or None when it is missing or unreadable."""
+    """The pid in the file, or None when it is missing, unreadable or not
+    a pid the kernel could hand out."""
     try:
         with open(path) as f:
-            text = f.read().strip()
-    except OSError:
+            text = f.read(64).strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    try:
-        pid = int(text)
-    except ValueError:
+    if not text.isdigit() or len(text) > 10:
         return None
-    return pid if pid > 0 else None
+    pid = int(text)
+    return pid if 0 < pid <= PID_MAX else None
 
 
-def is_power_process(pid: int) -> bool:
-    """True if `pid` is alive and, where /proc can tell, runs power.py."""
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except OSError as exc:
         if exc.errno != errno.EPERM:
             return False
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except FileNotFoundError:
-        return not os.path.isdir("/proc")  # no /proc: trust kill(0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
-        return True
-    if not cmdline:  # a zombie: exited, not yet reaped
-        return False
-    return b"power.py" in cmdline
+        return True  # no /proc: trust kill(0)
 
 
-def running_pid(path: str) -> Optional[int]:
-    """The pid of the power process holding `path`, or None."""
-    pid = read_pid(path)
-    if pid is not None and pid != os.getpid() and is_power_process(pid):
-        return pid
+def lock_holder(data_dir: str) -> Optional[int]:
+    """The pid of the monitor holding DATA_DIR's lock, or None if nobody
+    holds it. The probe takes a shared lock for an instant only."""
+    path = os.path.join(data_dir, LOCKFILE)
+    try:
+        f = open(path)
+    except OSError:
+        return None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = f.read(64).strip()
+            return int(text) if text.isdigit() and len(text) <= 10 else -1
+        fcntl.flock(f, fcntl.LOCK_UN)
     return None
 
 
-def remove_stale(path: str) -> Optional[int]:
-    """Delete a pidfile whose process is gone; return the pid it named."""
-    if not os.path.exists(path) or running_pid(path) is not None:
+def _runs_power(pid: int) -> bool:
+    """Without DATA_DIR: power.py is the script this process runs and it has
+    a DATA_DIR lock file open (where /proc shows it)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    script = [a for a in argv[1:3] if not a.startswith(b"-")][:1]
+    if not script or os.path.basename(script[0]) != b"power.py":
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return True  # another user's process: the script is all we can see
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("/" + LOCKFILE):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def running_pid(path: str, data_dir: Optional[str] = None) -> Optional[int]:
+    """The pid of the power process holding `path`, or None."""
+    if data_dir is not None:
+        holder = lock_holder(data_dir)
+        if holder and holder > 0 and holder != os.getpid() and alive(holder):
+            return holder  # the monitor of this DATA_DIR, whatever the pidfile
+        return None
+    pid = read_pid(path)
+    if pid is None or pid == os.getpid() or not alive(pid):
+        return None
+    return pid if _runs_power(pid) else None
+
+
+def remove_stale(path: str, data_dir: Optional[str] = None) -> Optional[str]:
+    """Delete a pidfile whose process is not power; say what it held."""
+    if not os.path.isfile(path) or running_pid(path, data_dir) is not None:
         return None
     pid = read_pid(path)
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
-    return pid if pid is not None else -1
+    if pid is None:
+        return "it held no valid pid"
+    if alive(pid):
+        return f"pid {pid} is another program, not power"
+    return f"pid {pid} is gone"
 
 
 def terminate(pid: int, timeout: float) -> bool:
-    """SIGTERM `pid` and wait until it is gone; True if it ended in time."""
+    """SIGTERM `pid` (checked to be power) and wait until it is gone; True
+    if it ended in time."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not is_power_process(pid):
+        if not alive(pid):
             return True
-        time.sleep(0.05)
-    return not is_power_process(pid)
+        time.sleep(0.02)
+    return not alive(pid)

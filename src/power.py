@@ -8,12 +8,17 @@ it. See README.rst.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import signal
-import sys
-from typing import List, Optional
+import _signal  # built in: no import time before the handler is set
+
+if __name__ == "__main__":  # a Ctrl-C while importing: no traceback
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from typing import List, Optional  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -26,7 +31,7 @@ import pidcheck  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
 from journal import journal_path, read_status  # noqa: E402
-from options import SettingsError  # noqa: E402
+from options import Interrupted, SettingsError  # noqa: E402
 from runtime import EXIT_FAILURE, EXIT_OK, Service, StartError  # noqa: E402
 from version import VERSION  # noqa: E402
 
@@ -153,7 +158,7 @@ def pidfile_path(args: argparse.Namespace, settings: config.Settings) -> str:
 
 
 def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
-    pid = pidcheck.running_pid(pidfile)
+    pid = pidcheck.running_pid(pidfile, settings.data_dir if settings else None)
     if pid is not None:
         print(f"power is running (pid {pid}, pidfile {pidfile})")
     else:
@@ -193,14 +198,14 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
     return code
 
 
-def kill(pidfile: str) -> int:
-    pid = pidcheck.running_pid(pidfile)
+def kill(pidfile: str, data_dir: Optional[str] = None) -> int:
+    pid = pidcheck.running_pid(pidfile, data_dir)
     if pid is None:
-        stale = pidcheck.remove_stale(pidfile)
+        stale = pidcheck.remove_stale(pidfile, data_dir)
         if stale:
             return fail(
                 EXIT_NOT_RUNNING,
-                f"power is not running; removed the stale pidfile {pidfile}",
+                f"power is not running; removed the stale pidfile {pidfile} ({stale})",
             )
         return fail(EXIT_NOT_RUNNING, f"power is not running (no pidfile {pidfile})")
     try:
@@ -217,7 +222,7 @@ def kill(pidfile: str) -> int:
             f"power (pid {pid}) did not stop within {KILL_TIMEOUT_S:g} s; "
             f"look at its log, then 'kill -9 {pid}'",
         )
-    pidcheck.remove_stale(pidfile)
+    pidcheck.remove_stale(pidfile, data_dir)
     print(f"power (pid {pid}) stopped")
     return EXIT_OK
 
@@ -286,6 +291,11 @@ def give_to(
 def prepare_pidfile_dir(pidfile: str) -> None:
     """Create the pidfile's directory if need be (/run is empty at boot)."""
     folder = os.path.dirname(pidfile)
+    if os.path.isdir(pidfile):
+        raise SettingsError(
+            f"--pidfile {pidfile}: that is a directory; name a file in it, "
+            f"such as {os.path.join(pidfile, PIDFILE_NAME)}"
+        )
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
@@ -300,18 +310,38 @@ def prepare_pidfile_dir(pidfile: str) -> None:
         )
 
 
-def claim_pidfile(pidfile: str) -> Optional[str]:
+def claim_pidfile(pidfile: str, data_dir: str) -> Optional[str]:
     """Refuse if power runs; clear a stale pidfile. Returns a note to log."""
-    pid = pidcheck.running_pid(pidfile)
+    pid = pidcheck.running_pid(pidfile, data_dir)
     if pid is not None:
         raise StartError(
             f"power is already running (pid {pid}, pidfile {pidfile}); "
             "stop it with --kill or check it with --status"
         )
-    stale = pidcheck.remove_stale(pidfile)
+    stale = pidcheck.remove_stale(pidfile, data_dir)
     if stale:
-        return f"removed stale pidfile {pidfile} (pid {stale} is gone)"
+        return f"removed stale pidfile {pidfile} ({stale})"
     return None
+
+
+def acquire_pidfile(lock, pidfile: str) -> None:
+    """Write the pidfile (lockfile's PID lock); StartError saying why not."""
+    try:
+        lock.acquire()
+    except Exception as exc:  # lockfile's LockFailed, LockTimeout, OSError
+        text = f"{exc} {exc.__context__ or ''}"
+        if "No space left" in text or "Disk quota" in text:
+            raise StartError(
+                f"cannot write the pidfile {pidfile}: the disk is full; free "
+                "some space and start again"
+            ) from None
+        raise StartError(
+            f"cannot write the pidfile {pidfile}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def logfile_of(args: argparse.Namespace, settings: config.Settings) -> Optional[str]:
+    return os.path.abspath(args.logfile) if args.logfile else settings.logfile
 
 
 def make_service(
@@ -338,12 +368,13 @@ def run_foreground(
     log = service.log
     lock = None
     try:
+        service.take_lock()  # before the pidfile: --kill finds power by it
         if pidfile:
-            note = claim_pidfile(pidfile)
+            note = claim_pidfile(pidfile, settings.data_dir)
             if note:
                 log.warning("%s", note)
             lock = TimeoutPIDLockFile(pidfile, 1)
-            lock.acquire()
+            acquire_pidfile(lock, pidfile)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, service.handle_signal)
         log.info(
@@ -353,9 +384,13 @@ def run_foreground(
         return service.wait()
     except StartError as exc:
         log.error("%s", exc)
+        if logfile_of(args, settings):  # a refusal always reaches the terminal
+            fail(EXIT_FAILURE, str(exc))
         return EXIT_FAILURE
     except Exception as exc:  # lockfile errors and the like
         log.error("cannot start: %s: %s", type(exc).__name__, exc)
+        if logfile_of(args, settings):
+            fail(EXIT_FAILURE, f"cannot start: {type(exc).__name__}: {exc}")
         return EXIT_FAILURE
     finally:
         service.stop()
@@ -378,7 +413,7 @@ def run_daemon(
             f"python-daemon is missing ({exc}); install the requirements: "
             "pip install -r src/requirements.txt"
         ) from None
-    note = claim_pidfile(pidfile)
+    note = claim_pidfile(pidfile, settings.data_dir)
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child:
@@ -441,6 +476,8 @@ def _daemon_main(
     def on_signal(signum, frame):
         if service_box:
             service_box[0].handle_signal(signum, frame)
+        elif signum != signal.SIGHUP:
+            raise Interrupted(signum)  # before the service: end quietly
 
     owner = (
         {}
@@ -453,7 +490,6 @@ def _daemon_main(
     )
     context = daemon.DaemonContext(
         **owner,
-        pidfile=TimeoutPIDLockFile(pidfile, 2),
         detach_process=True,
         working_directory="/",
         umask=0o022,
@@ -475,7 +511,10 @@ def _daemon_main(
     if note:
         log.warning("%s", note)
     log.info("power %s starting as a daemon (settings %s)", VERSION, settings.path)
+    pidlock = TimeoutPIDLockFile(pidfile, 2)
     try:
+        service.take_lock()  # before the pidfile: --kill finds power by it
+        acquire_pidfile(pidlock, pidfile)
         service.start()
         code = service.wait(on_ready=lambda: report("ok\n"))
     except StartError as exc:
@@ -488,6 +527,8 @@ def _daemon_main(
         code = EXIT_FAILURE
     finally:
         service.stop()
+        if pidlock.i_am_locking():
+            pidlock.release()
         log.info("power stopped")
         context.close()
     return code
@@ -504,7 +545,7 @@ def report_main(argv: List[str]) -> int:
         ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
         if not os.path.exists(journal_path(settings.data_dir)):
             return fail(
-                EXIT_FAILURE,
+                EXIT_USAGE,
                 f"no journal in DATA_DIR {settings.data_dir} yet: power has not "
                 "run with these settings",
             )
@@ -513,7 +554,24 @@ def report_main(argv: List[str]) -> int:
         return fail(EXIT_USAGE, str(exc))
 
 
+def _interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """The command line; a stop signal before the monitor runs ends it
+    quietly (the monitor installs handlers of its own)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupted)
+    try:
+        return _main(argv)
+    except Interrupted as exc:
+        name = signal.Signals(exc.args[0]).name if exc.args else "a signal"
+        print(f"power.py: stopped by {name} while starting", file=sys.stderr)
+        return EXIT_OK
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
@@ -532,7 +590,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.status:
         return show_status(pidfile, settings)
     if args.kill:
-        return kill(pidfile)
+        return kill(pidfile, settings.data_dir)
     try:
         user = account.resolve(args.user)
         logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile

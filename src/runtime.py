@@ -4,6 +4,7 @@ orderly stop. Everything here starts after any fork, in the final process.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -19,6 +20,7 @@ from journal import Journal, JournalError, JournalReader, Row, journal_path
 from leds import StatusLeds
 from meter import Meter
 from monitor import Monitor
+from pidcheck import LOCKFILE
 from sinks.base import Sink
 from sinks.console import ConsoleSink
 from sinks.runner import AHEAD_ROWS, Backoff, SinkRunner
@@ -26,8 +28,7 @@ from sinks.runner import AHEAD_ROWS, Backoff, SinkRunner
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
-LOCKFILE = "journal.lock"
-STOP_BUDGET_S = 0.7  # SIGTERM to exit, all parts, leaving room for exit
+STOP_BUDGET_S = 0.4  # SIGTERM to exit, all parts: well under a second
 
 
 class StartError(Exception):
@@ -39,9 +40,13 @@ def lock_data_dir(data_dir: str) -> IO[str]:
     monitors never write one journal (whatever pidfiles they use)."""
     path = os.path.join(data_dir, LOCKFILE)
     f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    for _ in range(5):  # --status probes it for an instant
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            time.sleep(0.02)
+    else:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
@@ -88,10 +93,26 @@ class Service:
 
     # Start --------------------------------------------------------------------
 
+    def take_lock(self) -> None:
+        """Hold DATA_DIR's lock (before the pidfile is written, so that
+        --status and --kill always find the monitor by it)."""
+        if self._lock is None:
+            try:
+                self._lock = lock_data_dir(self.settings.data_dir)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StartError(
+                        f"the disk holding DATA_DIR {self.settings.data_dir} is "
+                        "full; free some space and start again"
+                    ) from None
+                raise StartError(
+                    f"cannot use DATA_DIR {self.settings.data_dir}: {exc}"
+                ) from None
+
     def start(self) -> None:
         s = self.settings
+        self.take_lock()
         try:
-            self._lock = lock_data_dir(s.data_dir)
             held: Dict[str, int] = {}
             for setup in s.sinks:
                 for meter, pulses in setup.cls.held_counts(setup.options).items():
@@ -253,7 +274,7 @@ class Service:
                 self.log.warning("stopping %s: %s", backend.describe(), exc)
         if self.monitor is not None:
             self.monitor.stop()
-            self.monitor.join(max(0.1, deadline - time.monotonic() - 0.4))
+            self.monitor.join(max(0.1, deadline - time.monotonic() - 0.15))
             for line in self.monitor.stats():
                 self.log.info("%s", line)
         for runner in self.runners:
@@ -266,5 +287,11 @@ class Service:
         monitor_done = self.monitor is None or self.monitor.join(0)
         if self.journal is not None and monitor_done:
             self.journal.close()  # else the monitor still owns it
+        elif self.journal is not None and self.journal.pending:
+            self.log.error(
+                "stopping before the journal could save %d readings held in "
+                "memory; they are lost",
+                self.journal.pending,
+            )
         if self._lock is not None:
             self._lock.close()

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -545,3 +546,121 @@ def test_file_sink_path_that_is_a_directory_is_refused(ws, tmp_path):
     res = ws.power("--nodaemon")
     assert res.returncode == 2, res.stderr
     assert "is a directory" in res.stderr
+
+
+# Killing the right process --------------------------------------------------
+
+QUIET_INPUT = {"backend": "simulated", "watts": 1, "speed": 1}
+
+
+def _decoy(tmp_path) -> subprocess.Popen:
+    """A process that is not power but whose command line names power.py,
+    as an editor or a reused pid would."""
+    script = tmp_path / "power.py"
+    script.write_text("import time\ntime.sleep(120)\n")
+    return subprocess.Popen([sys.executable, str(script), "--nodaemon"])
+
+
+def test_kill_and_status_never_take_another_process_for_power(ws, tmp_path):
+    ws.write(QUIET_INPUT)
+    decoy = _decoy(tmp_path)
+    try:
+        ws.pidfile.write_text(f"{decoy.pid}\n")
+        status = ws.power("--pidfile", str(ws.pidfile), "--status")
+        assert status.returncode == 3, status.stdout
+        assert "not running" in status.stdout
+        res = ws.power("--pidfile", str(ws.pidfile), "--kill")
+        assert res.returncode == 3, res.stderr
+        assert f"pid {decoy.pid} is another program, not power" in res.stderr
+        assert decoy.poll() is None  # not signalled
+        ws.pidfile.write_text(f"{decoy.pid}\n")
+        start = ws.power("--pidfile", str(ws.pidfile), "--logfile", str(ws.logfile))
+        assert start.returncode == 0, start.stderr
+        pid = int(ws.pidfile.read_text())
+        assert pid != decoy.pid
+        res = ws.power("--pidfile", str(ws.pidfile), "--kill")
+        assert res.returncode == 0, res.stderr
+        assert f"power (pid {pid}) stopped" in res.stdout
+        assert decoy.poll() is None
+    finally:
+        decoy.kill()
+        decoy.wait()
+
+
+def test_kill_finds_the_daemon_by_its_lock_when_the_pidfile_lies(ws, tmp_path):
+    ws.write(QUIET_INPUT)
+    start = ws.power("--pidfile", str(ws.pidfile), "--logfile", str(ws.logfile))
+    assert start.returncode == 0, start.stderr
+    pid = int(ws.pidfile.read_text())
+    ws.pidfile.write_text("garbage\n")
+    res = ws.power("--pidfile", str(ws.pidfile), "--kill")
+    assert res.returncode == 0, res.stderr
+    assert f"power (pid {pid}) stopped" in res.stdout
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
+
+
+@pytest.mark.parametrize("content", ["99999999999", "-1", "garbage", "4194305"])
+def test_impossible_pid_in_the_pidfile(ws, content):
+    ws.write(QUIET_INPUT)
+    ws.pidfile.write_text(content + "\n")
+    status = ws.power("--pidfile", str(ws.pidfile), "--status")
+    _no_traceback(status)
+    assert status.returncode == 3
+    res = ws.power("--pidfile", str(ws.pidfile), "--kill")
+    _no_traceback(res)
+    assert res.returncode == 3
+    assert "it held no valid pid" in res.stderr and "pid -1" not in res.stderr
+    ws.pidfile.write_text(content + "\n")
+    start = ws.power("--pidfile", str(ws.pidfile), "--logfile", str(ws.logfile))
+    _no_traceback(start)
+    assert start.returncode == 0, start.stderr
+    assert "it held no valid pid" in ws.log()
+    assert ws.power("--pidfile", str(ws.pidfile), "--kill").returncode == 0
+
+
+def test_pidfile_that_is_a_directory_is_a_usage_error(ws, tmp_path):
+    ws.write(QUIET_INPUT)
+    res = ws.power("--pidfile", str(tmp_path), "--nodaemon")
+    assert res.returncode == 2, res.stderr
+    assert "is a directory" in res.stderr
+
+
+def test_foreground_refusal_reaches_the_terminal_with_a_logfile(ws):
+    ws.write(QUIET_INPUT, LOGFILE=str(ws.logfile))
+    holder = subprocess.Popen(
+        power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: "starting in the foreground" in ws.log())
+        time.sleep(0.3)
+        res = ws.power("--nodaemon")
+        assert res.returncode == 1
+        assert "in use by power" in res.stderr or "already running" in res.stderr
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.wait(10)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_starting_never_prints_a_traceback(ws, signum):
+    ws.write(QUIET_INPUT)
+    for delay in [0.0, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.9]:
+        proc = subprocess.Popen(
+            power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(delay)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=20)
+        assert "Traceback" not in err, (delay, err)
+        assert proc.returncode in (0, -signum), (delay, proc.returncode, err)
+
+
+def test_report_without_a_journal_is_a_usage_error(ws):
+    res = run_power("report", "--settings", str(ws.settings), "--since", "2024-01-01")
+    assert res.returncode == 2, res.stderr
+    assert "no journal" in res.stderr
