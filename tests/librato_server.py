@@ -6,7 +6,8 @@ a JSON body {"gauges": [...], "counters": [...], "source"?, "measure_time"?};
 each gauge has a "name" and either "value" or "count" and "sum" (with
 optional "min", "max", "sum_squares"), and optionally its own "source" and
 "measure_time". Success is 200 with an empty body; a malformed request gets
-400 and bad credentials 401, as the real API answers.
+400 and bad credentials 401, as the real API answers; past its rate limit
+it answers 429 with a Retry-After header.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import base64
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 
@@ -61,6 +63,9 @@ class LibratoAPI:
         self.gauges: List[Dict[str, Any]] = []
         self.requests: List[Dict[str, Any]] = []
         self.fail_next = 0  # answer this many requests with 503
+        self.limit_next = 0  # answer this many with 429 and Retry-After
+        self.retry_after = "1"
+        self.times: List[float] = []  # when each request came (monotonic)
         self.lock = threading.Lock()
         api = self
 
@@ -74,6 +79,8 @@ class LibratoAPI:
                 status, answer = api.handle(self.path, self.headers, raw)
                 data = json.dumps(answer).encode() if answer else b""
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", api.retry_after)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -87,11 +94,15 @@ class LibratoAPI:
     def handle(self, path: str, headers, raw: bytes):
         with self.lock:
             self.requests.append({"path": path, "body": raw})
+            self.times.append(time.monotonic())
             if path != "/v1/metrics":
                 return 404, {"errors": {"request": ["not found"]}}
             expected = base64.b64encode(f"{self.user}:{self.token}".encode()).decode()
             if headers.get("Authorization") != f"Basic {expected}":
                 return 401, {"errors": {"request": ["Authorization Required"]}}
+            if self.limit_next > 0:
+                self.limit_next -= 1
+                return 429, {"errors": {"request": ["API rate limit exceeded"]}}
             if self.fail_next > 0:
                 self.fail_next -= 1
                 return 503, {"errors": {"request": ["Service Unavailable"]}}

@@ -9,8 +9,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from conftest import (
     wait_for,
     write_replay,
 )
+from librato_server import LibratoAPI
 from servers import Influx
 
 from csvformat import parse_time
@@ -664,3 +667,112 @@ def test_report_without_a_journal_is_a_usage_error(ws):
     res = run_power("report", "--settings", str(ws.settings), "--since", "2024-01-01")
     assert res.returncode == 2, res.stderr
     assert "no journal" in res.stderr
+
+
+# Messages -------------------------------------------------------------------
+
+
+def test_librato_429_is_transient_and_retry_after_is_honoured(ws, tmp_path):
+    api = LibratoAPI("me@example.com", "tok-0123456789")
+    api.start()
+    try:
+        api.limit_next = 2
+        api.retry_after = "1"
+        ws.write(
+            {"backend": "simulated"},
+            DRAIN_TIMEOUT_S=20,
+            SINKS=[
+                {
+                    "type": "librato",
+                    "user": "me@example.com",
+                    "token": "tok-0123456789",
+                    "api_url": api.url,
+                    "flush_interval_s": 0.2,
+                    "retry_max_s": 600,  # a permanent failure would wait this
+                }
+            ],
+        )
+        replay = write_replay(tmp_path / "p.txt", [T0 + i * 3 for i in range(100)])
+        res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-q")
+        assert res.returncode == 0, res.stderr
+        assert "429 Too Many Requests" in res.stderr
+        assert len(api.times) >= 3
+        assert api.times[1] - api.times[0] >= 0.9  # waited as asked
+        assert api.times[2] - api.times[1] >= 0.9
+        assert sum(g["count"] for g in api.gauges if g["name"] == "power.power_w")
+    finally:
+        api.stop()
+
+
+class _NotInflux(BaseHTTPRequestHandler):
+    """Some other web server on the port InfluxDB was expected on."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self) -> None:
+        self.send_response(204 if self.path.startswith("/ping") else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _answer  # noqa: N815 (http.server's names)
+
+
+def test_a_server_that_is_not_influxdb_is_named_as_such(ws, tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotInflux)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ws.write(
+            {"backend": "simulated"},
+            DRAIN_TIMEOUT_S=2,
+            SINKS=[
+                {
+                    "type": "influxdb",
+                    "host": "127.0.0.1",
+                    "port": server.server_address[1],
+                    "retry_max_s": 0.5,
+                }
+            ],
+        )
+        replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(5)])
+        res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-q")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.returncode == 1
+    _no_traceback(res)
+    assert "is not InfluxDB" in res.stderr
+    assert "KeyError" not in res.stderr
+    assert res.stderr.count("is not InfluxDB") == 1
+
+
+@pytest.mark.parametrize(
+    "sink, words",
+    [
+        ({"type": "influxdb", "host": ""}, "['host'] = ''"),
+        ({"type": "influxdb", "host": "  "}, "['host'] = '  '"),
+        ({"type": "influxdb", "database": ""}, "['database'] = ''"),
+        ({"type": "influxdb", "measurement": ""}, "['measurement'] = ''"),
+        ({"type": "mqtt", "host": ""}, "['host'] = ''"),
+    ],
+)
+def test_empty_hosts_and_names_are_refused_up_front(ws, sink, words):
+    ws.write(SINKS=[sink])
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2, res.stderr
+    assert words in res.stderr and "non-empty" in res.stderr
+
+
+@pytest.mark.parametrize("key", ["ca_certs", "certfile", "keyfile"])
+def test_tls_files_that_are_not_pem_are_refused_up_front(ws, tmp_path, key):
+    junk = tmp_path / "junk.pem"
+    junk.write_text("this is not a certificate\n")
+    tls = {key: str(junk)}
+    if key == "keyfile":
+        tls["certfile"] = str(junk)
+    ws.write(SINKS=[{"type": "mqtt", "host": "127.0.0.1", "tls": tls}])
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2, res.stderr
+    _no_traceback(res)
+    assert "PEM" in res.stderr

@@ -35,10 +35,17 @@ class SinkError(Exception):
     on with the rest.
     """
 
-    def __init__(self, message: str, retry: bool = True, bad_data: bool = False):
+    def __init__(
+        self,
+        message: str,
+        retry: bool = True,
+        bad_data: bool = False,
+        retry_after: Optional[float] = None,
+    ):
         super().__init__(message)
         self.retry = retry and not bad_data
         self.bad_data = bad_data
+        self.retry_after = retry_after  # seconds the server asked us to wait
 
 
 class Sink:

@@ -19,6 +19,10 @@ from options import Option
 from sinks.base import Sink, SinkError
 
 
+def _not_empty(value: str) -> Optional[str]:
+    return None if value.strip() else "expected a non-empty string"
+
+
 def _check_tags(tags: Dict[Any, Any]) -> Optional[str]:
     for key, value in tags.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
@@ -30,16 +34,16 @@ def _check_tags(tags: Dict[Any, Any]) -> Optional[str]:
 
 class InfluxDBSink(Sink):
     OPTIONS = {
-        "host": Option("str", "localhost"),
+        "host": Option("str", "localhost", check=_not_empty),
         "port": Option("int", 8086, minimum=1, maximum=65535),
-        "database": Option("str", "power"),
+        "database": Option("str", "power", check=_not_empty),
         "username": Option("str", None, nullable=True),
         "password": Option("str", None, nullable=True, secret=True),
         "ssl": Option("bool", False),
         "verify_ssl": Option("bool", True),
         "path": Option("str", ""),
         "retention_policy": Option("str", None, nullable=True),
-        "measurement": Option("str", "power"),
+        "measurement": Option("str", "power", check=_not_empty),
         "tags": Option("dict", {}, check=_check_tags),
         "timeout_s": Option("number", 10.0, minimum=0.1, maximum=600.0),
         "create_database": Option("bool", True),
@@ -184,6 +188,12 @@ class InfluxDBSink(Sink):
                     retry=False,
                 )
             return SinkError(f"{where}: {exc}")
+        if isinstance(exc, KeyError) and "influxdb-version" in str(exc).lower():
+            return SinkError(
+                f"{where}: the server there answers HTTP but is not InfluxDB (no "
+                "X-Influxdb-Version header); check 'host', 'port' and 'path'",
+                retry=False,
+            )
         if isinstance(exc, server_error):
             return SinkError(f"{where}: server error: {exc}")
         if isinstance(exc, requests.exceptions.SSLError):

@@ -15,6 +15,7 @@ resubmitted aggregate has the same time and values and replaces itself.
 
 from __future__ import annotations
 
+import email.utils
 import time
 import urllib.parse
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -42,6 +43,20 @@ def _check_url(value: str) -> Optional[str]:
     return None
 
 
+def _seconds(header: Optional[str]) -> Optional[float]:
+    """Retry-After as seconds (a number of seconds or an HTTP date)."""
+    if not header:
+        return None
+    try:
+        return float(header)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(header).timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 class _ServerError(Exception):
     """Raised from inside librato's retry loop to take retries over."""
 
@@ -66,6 +81,7 @@ class LibratoSink(Sink):
         super().__init__(name, options, log, meters)
         self.conn: Any = None
         self.clock = time.time
+        self._retry_after: Optional[str] = None
 
     def describe(self) -> str:
         return f"{self.name} ({self.options['api_url']})"
@@ -83,6 +99,14 @@ class LibratoSink(Sink):
         )
         conn.set_timeout(self.options["timeout_s"])
         conn.backoff_logic = _no_internal_retry
+        # The library drops response headers; keep Retry-After (HTTP 429).
+        process = conn._process_response
+
+        def keep_retry_after(resp, backoff):
+            self._retry_after = resp.getheader("Retry-After")
+            return process(resp, backoff)
+
+        conn._process_response = keep_retry_after
         self.conn = conn
 
     def closed_prefix(self, batch: Sequence[Reading], now: float) -> int:
@@ -157,11 +181,17 @@ class LibratoSink(Sink):
         where = self.describe()
         try:
             queue.submit()
-        except exceptions.Unauthorized:
-            raise SinkError(
-                f"{where}: 401 Unauthorized; check 'user' and 'token'", retry=False
-            ) from None
         except exceptions.ClientError as exc:
+            if exc.code == 429:  # rate limited: transient, wait as asked
+                raise SinkError(
+                    f"{where}: 429 Too Many Requests; waiting as the API asks",
+                    retry_after=_seconds(self._retry_after),
+                ) from None
+            if isinstance(exc, exceptions.Unauthorized):
+                raise SinkError(
+                    f"{where}: 401 Unauthorized; check 'user' and 'token'",
+                    retry=False,
+                ) from None
             raise SinkError(f"{where}: request rejected: {exc}", retry=False) from None
         except _ServerError as exc:
             raise SinkError(f"{where}: {exc}") from None

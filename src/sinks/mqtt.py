@@ -50,8 +50,44 @@ def _check_tls(value: Any) -> Optional[str]:
         path = values[key]
         if path is not None and not os.path.isfile(path):
             return f"tls[{key!r}] = {path!r}: no such file"
+    problem = _check_pem(values["ca_certs"], values["certfile"], values["keyfile"])
+    if problem:
+        return problem
     if values["keyfile"] and not values["certfile"]:
         return "tls['keyfile'] needs tls['certfile'] beside it"
+    return None
+
+
+def _not_empty(value: str) -> Optional[str]:
+    return None if value.strip() else "expected a non-empty host name"
+
+
+def _check_pem(
+    ca_certs: Optional[str], certfile: Optional[str], keyfile: Optional[str]
+) -> Optional[str]:
+    """TLS files must be PEM, or every connection would fail at run time."""
+    if ca_certs is not None:
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=ca_certs)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            return (
+                f"tls['ca_certs'] = {ca_certs!r}: not PEM CA certificates "
+                f"({getattr(exc, 'reason', None) or exc}); expected a file with "
+                "-----BEGIN CERTIFICATE----- blocks"
+            )
+    for key, path, marker in (
+        ("certfile", certfile, b"-----BEGIN CERTIFICATE-----"),
+        ("keyfile", keyfile, b"PRIVATE KEY-----"),
+    ):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 20)
+        except OSError as exc:
+            return f"tls[{key!r}] = {path!r}: cannot read it ({exc.strerror})"
+        if marker not in head:
+            return f"tls[{key!r}] = {path!r}: not a PEM file (no {marker.decode()})"
     return None
 
 
@@ -251,7 +287,7 @@ class _Link:
 
 class MQTTSink(Sink):
     OPTIONS = {
-        "host": Option("str", "localhost"),
+        "host": Option("str", "localhost", check=_not_empty),
         "port": Option("int", 1883, minimum=1, maximum=65535),
         "username": Option("str", None, nullable=True),
         "password": Option("str", None, nullable=True, secret=True),

@@ -81,6 +81,7 @@ class SinkRunner:
         self.skipped = 0  # readings refused as bad data since start
         self._reader: Optional[JournalReader] = None
         self._resumed = False
+        self._retry_after: Optional[float] = None
         # Rows just committed, handed over by the monitor so that a sink
         # keeping up needs no journal read; bounded, the journal has it all.
         self._inbox: Deque[List[Row]] = collections.deque()
@@ -184,7 +185,7 @@ class SinkRunner:
             # Open before any reading comes, and retry with backoff: an MQTT
             # sink announces the meter online while no pulse comes.
             if not stopping and not self._open():
-                self._wait(self.backoff.next_delay(self._permanent))
+                self._wait(self._next_delay())
                 continue
             self._limit = limit
             try:
@@ -214,7 +215,7 @@ class SinkRunner:
             elif stopping:
                 return
             elif self.failing:
-                self._wait(self.backoff.next_delay(self._permanent))
+                self._wait(self._next_delay())
             elif len(rows) == limit:
                 # The sink held back a whole batch (one open period fills
                 # it): read a larger one rather than wait forever.
@@ -222,6 +223,14 @@ class SinkRunner:
             else:  # the sink held everything back (an open period)
                 self._wake.wait(max(self.flush_interval_s, 0.5))
                 self._wake.clear()
+
+    def _next_delay(self) -> float:
+        """The backoff, or what the server asked for (HTTP 429 Retry-After)."""
+        delay = self.backoff.next_delay(self._permanent)
+        asked, self._retry_after = self._retry_after, None
+        if asked is not None:
+            return min(max(asked, 0.0), 3600.0)
+        return delay
 
     def _wait(self, seconds: float) -> None:
         """Sleep, but wake at once on stop."""
@@ -293,6 +302,7 @@ class SinkRunner:
             if exc.bad_data:
                 return self._deliver_bisecting(rows, reader)
             self._permanent = not exc.retry
+            self._retry_after = exc.retry_after
             self._failed(str(exc))
             return False
         except Exception as exc:  # a library raising something unexpected
