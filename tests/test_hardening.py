@@ -5,6 +5,7 @@ real files."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -776,3 +777,74 @@ def test_tls_files_that_are_not_pem_are_refused_up_front(ws, tmp_path, key):
     assert res.returncode == 2, res.stderr
     _no_traceback(res)
     assert "PEM" in res.stderr
+
+
+# A full disk ----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 512 KiB (tmpfs), to fill up. Mounting needs
+    root with CAP_SYS_ADMIN; elsewhere the test is skipped."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(folder: Path) -> None:
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, b"\0" * 1024)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_at_start_says_the_disk_is_full(ws, small_disk):
+    data = small_disk / "data"
+    data.mkdir()
+    ws.write(QUIET_INPUT, DATA_DIR=str(data), SINKS=[])
+    _fill(small_disk)
+    res = ws.power("--nodaemon")
+    _no_traceback(res)
+    assert res.returncode == 1
+    assert "full" in res.stderr and "LockFailed" not in res.stderr
+
+
+def test_sigterm_on_a_full_disk_counts_the_readings_it_drops(ws, small_disk):
+    data = small_disk / "data"
+    ws.write(
+        {"backend": "simulated", "watts": 36000, "speed": 10, "seed": 2},
+        DATA_DIR=str(data),
+        SINKS=[],
+    )
+    proc = subprocess.Popen(
+        power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (data / "journal.sqlite3").exists(), timeout=20)
+        time.sleep(1.0)
+        _fill(small_disk)
+        time.sleep(3.0)  # readings pile up in memory
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err
+    assert "is the disk full?" in err
+    lost = re.search(r"; (\d+) readings held in memory are lost", err)
+    assert lost and int(lost.group(1)) > 0, err
