@@ -173,8 +173,8 @@ def _move_aside(path: str, log: logging.Logger, reason: str) -> None:
     log.error(
         "journal %s is damaged (%s); moved it aside to %s and started a new "
         "one. Readings the sinks had not yet written stay only there (%s). "
-        "Recover what it holds with: sqlite3 %s .recover | sqlite3 "
-        "recovered.sqlite3; pulse counts go on from the journal's mark",
+        "Energy per period from what it holds: power.py report --journal %s; "
+        "pulse counts go on from the journal's mark",
         path,
         reason,
         target,
@@ -608,3 +608,57 @@ def read_status(path: str, sinks: Sequence[str]) -> Optional[JournalStatus]:
         return JournalStatus(last_seq, last, backlog, skipped)
     finally:
         conn.close()
+
+
+def salvage(src: str, dst: str) -> Tuple[int, int]:
+    """Copy what a damaged journal still holds into a new one at `dst`:
+    readings in sequence ranges, halving around ranges that cannot be
+    read. Returns (readings copied, sequence numbers lost in unreadable
+    ranges, an upper bound)."""
+    source = connect(src, readonly=True)
+    target = sqlite3.connect(dst, isolation_level=None)
+    try:
+        target.executescript(SCHEMA)
+        for table in ("meters", "cursors"):
+            try:
+                rows = source.execute(f"SELECT * FROM {table}").fetchall()
+            except sqlite3.DatabaseError:
+                continue
+            marks = ",".join("?" * len(rows[0])) if rows else ""
+            target.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)
+        try:
+            lo, hi = source.execute(
+                "SELECT min(seq), max(seq) FROM readings"
+            ).fetchone()
+        except sqlite3.DatabaseError:
+            lo, hi = 1, 1 << 40  # bounds unreadable: look everywhere
+        copied = lost = 0
+        pending = [(lo or 1, (hi or 0) + 1)] if lo is not None else []
+        while pending:
+            a, b = pending.pop()
+            try:
+                rows = source.execute(
+                    f"SELECT {COLUMNS} FROM readings WHERE seq >= ? AND seq < ?",
+                    (a, b),
+                ).fetchall()
+            except sqlite3.DatabaseError:
+                if b - a <= 1:
+                    lost += 1
+                else:
+                    mid = (a + b) // 2
+                    pending += [(mid, b), (a, mid)]
+                continue
+            target.execute("BEGIN")
+            target.executemany(
+                f"INSERT INTO readings ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            target.execute("COMMIT")
+            copied += len(rows)
+        target.execute(
+            "INSERT OR IGNORE INTO meters (name, pulses) "
+            "SELECT meter, max(pulses) FROM readings GROUP BY meter"
+        )
+        return copied, lost
+    finally:
+        source.close()
+        target.close()

@@ -543,7 +543,10 @@ def report_main(argv: List[str]) -> int:
         path = args.settings or config.default_settings_path(HERE)
         settings = config.load(path)
         ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
-        if not os.path.exists(journal_path(settings.data_dir)):
+        if args.journal:
+            if not os.path.isfile(args.journal):
+                return fail(EXIT_USAGE, f"--journal {args.journal}: no such file")
+        elif not os.path.exists(journal_path(settings.data_dir)):
             return fail(
                 EXIT_USAGE,
                 f"no journal in DATA_DIR {settings.data_dir} yet: power has not "

@@ -13,12 +13,14 @@ import argparse
 import csv
 import datetime as dt
 import io
+import os
 import sqlite3
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from journal import connect, journal_path
+from journal import connect, journal_path, salvage
 from options import SettingsError
 
 BAR_WIDTH = 40
@@ -208,10 +210,26 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     )
     p.add_argument("--meter", metavar="NAME", help="only this meter")
     p.add_argument("--csv", action="store_true", help="CSV for spreadsheets")
+    p.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="read this journal instead of DATA_DIR's (one moved aside, or "
+        "recovered with sqlite3 FILE .recover | sqlite3 recovered.sqlite3)",
+    )
     args = p.parse_args(list(argv))
     if args.tariff is not None and not 0 <= args.tariff < 1e6:
         p.error(f"--tariff {args.tariff:g}: expected a price per kWh of 0 or more")
     return args
+
+
+def _build_from(path: str, since, until, args: argparse.Namespace):
+    conn = connect(path, readonly=True)
+    try:
+        return build(
+            conn, since.timestamp(), until.timestamp(), args.by, args.ppk, args.meter
+        )
+    finally:
+        conn.close()
 
 
 def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
@@ -224,20 +242,35 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
     )
     if since >= until:
         raise SettingsError(f"--since {since} is not before --until {until}")
-    path = journal_path(data_dir)
+    args.ppk = ppk
+    path = args.journal or journal_path(data_dir)
     try:
-        conn = connect(path, readonly=True)
-        try:
-            reports = build(
-                conn, since.timestamp(), until.timestamp(), args.by, ppk, args.meter
+        reports = _build_from(path, since, until, args)
+    except sqlite3.DatabaseError as exc:
+        if not args.journal:
+            print(
+                f"power.py report: cannot read the journal {path}: {exc}",
+                file=sys.stderr,
             )
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
+            return 1
+        # A journal moved aside as damaged: report on what can be read.
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = os.path.join(tmp, "salvaged.sqlite3")
+            try:
+                copied, lost = salvage(path, copy)
+                reports = _build_from(copy, since, until, args)
+            except sqlite3.Error as exc2:
+                print(
+                    f"power.py report: cannot read the journal {path}: {exc2}",
+                    file=sys.stderr,
+                )
+                return 1
         print(
-            f"power.py report: cannot read the journal {path}: {exc}", file=sys.stderr
+            f"power.py report: {path} is damaged ({exc}); reporting the "
+            f"{copied} readings that could be read ({lost} sequence numbers "
+            "unreadable)",
+            file=sys.stderr,
         )
-        return 1
     if args.csv:
         sys.stdout.write(render_csv(reports, args.by, args.tariff))
     else:
