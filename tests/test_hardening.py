@@ -862,3 +862,37 @@ def test_sigterm_on_a_full_disk_counts_the_readings_it_drops(ws, small_disk):
     assert "is the disk full?" in err
     lost = re.search(r"; (\d+) readings held in memory are lost", err)
     assert lost and int(lost.group(1)) > 0, err
+
+
+def test_journal_read_errors_at_run_time_are_one_streak(ws, tmp_path):
+    """A page damaged while power runs: the sink reading it logs the error
+    once, not on every retry, and the stop stays short and quiet."""
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(20_000)], timeout=120)
+    late = tmp_path / "late.csv"
+    ws.write(
+        QUIET_INPUT,
+        SINKS=[
+            {"type": "file", "path": str(ws.csv)},
+            {"type": "file", "name": "late", "path": str(late), "batch_size": 1},
+        ],
+        LOGFILE=str(ws.logfile),
+    )
+    proc = subprocess.Popen(
+        power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: late.exists() and late.stat().st_size > 2000, timeout=30)
+        _corrupt_middle(_journal(ws))
+        wait_for(lambda: "cannot read the journal" in ws.log(), timeout=60)
+        time.sleep(3)  # retries go on meanwhile
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = ws.log()
+    assert "Traceback" not in log
+    assert log.count("cannot read the journal") == 1, log
+    assert len(log.splitlines()) < 40
