@@ -1,10 +1,10 @@
-# power: make venv | run | test | bench | lint
+# power: make venv | run | test | bench | lint | docs
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench lint format clean
+.PHONY: venv run test bench lint format docs clean
 
 venv: $(STAMP)
 
@@ -34,5 +34,15 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff format .
 
+# The manual, as HTML in docs/_build/html; any Sphinx warning fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+$(DOCS_STAMP): docs/requirements.txt $(STAMP)
+	$(PY) -m pip install --quiet -r docs/requirements.txt
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis docs/_build

@@ -133,7 +133,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """The command line, as documented in DESIGN.md and README.rst."""
+    """The command line, as documented in DESIGN.md and docs/service.rst."""
     p = ArgumentParser(
         prog=PROG,
         description="Install power as a service: /etc/init.d/power (LSB init "

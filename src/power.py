@@ -3,7 +3,7 @@
 
 Runs in the foreground (--nodaemon) or as a classic forking daemon with a
 pidfile (python-daemon and lockfile); --kill stops it, --status reports on
-it. See README.rst.
+it. See README.rst and the manual in docs/.
 """
 
 from __future__ import annotations
