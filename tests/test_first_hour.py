@@ -4,12 +4,15 @@ behind."""
 
 from __future__ import annotations
 
+import calendar
+import re
 import subprocess
+import time
 import venv
 from pathlib import Path
 
 import pytest
-from conftest import POWER, Workspace
+from conftest import POWER, Workspace, steady_pulses, write_replay
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +79,16 @@ def test_a_refused_start_creates_no_data_dir(ws: Workspace, tmp_path: Path) -> N
     assert "RPi.GPIO" in res.stderr and "Traceback" not in res.stderr
     assert not ws.data.exists()
     assert not (tmp_path / "run").exists()
+
+
+def test_log_lines_carry_utc_times_as_readings_do(ws: Workspace, tmp_path) -> None:
+    replay = write_replay(tmp_path / "pulses.txt", steady_pulses(3))
+    before = time.time()
+    res = ws.power("--nodaemon", "-q", "--replay", str(replay), "--speed", "0")
+    after = time.time()
+    assert res.returncode == 0, res.stderr
+    first = res.stderr.splitlines()[0]
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z INFO ", first)
+    assert match, first
+    stamp = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
+    assert before - 1 <= stamp + int(match.group(2)) / 1000 <= after + 1
