@@ -8,11 +8,19 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# Self-healing: the stamp is written last, so an interrupted run is simply
+# run again, and a venv left without a working pip is made anew.
 $(STAMP): src/requirements.txt tests/requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r src/requirements.txt -r tests/requirements.txt
-	touch $(STAMP)
+	@$(PY) -m pip --version >/dev/null 2>&1 || { \
+	    echo "make venv: creating $(VENV) with $(PYTHON)"; \
+	    rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
+	@echo "make venv: installing the requirements into $(VENV) (a minute or two)"
+	$(PY) -m pip install --progress-bar off --disable-pip-version-check \
+	    -r src/requirements.txt -r tests/requirements.txt
+	@$(PY) -m pip check >/dev/null || { \
+	    echo "make venv: the install did not finish; run make venv again"; exit 1; }
+	@touch $(STAMP)
+	@echo "make venv: ready"
 
 # The demo: a simulated 1500 W house, in the foreground, CSV in ./var/.
 run: venv

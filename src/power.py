@@ -215,33 +215,109 @@ def kill(pidfile: str) -> int:
 # Start -------------------------------------------------------------------------
 
 
-def preflight(settings: config.Settings, logfile: Optional[str] = None) -> None:
-    """Everything that can be checked before forking or touching GPIO."""
-    if logfile:
+CORE_PACKAGES = {"daemon": "python-daemon", "lockfile": "lockfile"}
+
+
+def missing_packages(settings: config.Settings) -> List[str]:
+    """The packages power and its configured sinks need that this Python
+    lacks (run without the venv, say), without importing them."""
+    import importlib.util
+
+    wanted = dict(CORE_PACKAGES)
+    for setup in settings.sinks:
+        wanted.update(setup.cls.PACKAGES)
+    missing = []
+    for module, package in wanted.items():
         try:
-            open(logfile, "a").close()
-        except OSError as exc:
-            raise SettingsError(
-                f"log file {logfile}: cannot open it ({exc.strerror}); create "
-                "its directory or name another with --logfile or LOGFILE"
-            ) from None
-    try:
-        os.makedirs(settings.data_dir, exist_ok=True)
-    except OSError as exc:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # a parent package is missing
+            found = False
+        if not found and package not in missing:
+            missing.append(package)
+    return missing
+
+
+def check_packages(settings: config.Settings) -> None:
+    missing = missing_packages(settings)
+    if missing:
         raise SettingsError(
-            f"DATA_DIR = {settings.data_dir!r}: cannot create it ({exc.strerror}); "
-            "create it and let the user running power write there"
-        ) from None
-    if not os.access(settings.data_dir, os.W_OK | os.X_OK):
-        raise SettingsError(
-            f"DATA_DIR = {settings.data_dir!r}: not writable by this user; "
-            f"run 'sudo chown {os.getuid()} {settings.data_dir}' or choose another"
+            f"this Python ({sys.executable}) lacks {', '.join(missing)}: run "
+            "'make venv' and start power with .venv/bin/python src/power.py, or "
+            "install the requirements: pip install -r src/requirements.txt"
         )
+
+
+def preflight(settings: config.Settings, logfile: Optional[str], pidfile: str) -> None:
+    """Everything that can be checked before forking or touching GPIO.
+    Creates nothing: a start refused here leaves no trace behind."""
+    check_packages(settings)
     for m in settings.meters:
         try:
             m.input_class.preflight(m.input_options)
         except InputError as exc:
             raise SettingsError(str(exc)) from None
+    if logfile:
+        problem = _cannot_create(logfile, directory=False)
+        if problem:
+            raise SettingsError(
+                f"log file {logfile}: cannot open it ({problem}); create its "
+                "directory or name another with --logfile or LOGFILE"
+            )
+    problem = _cannot_create(settings.data_dir, directory=True)
+    if problem:
+        raise SettingsError(
+            f"DATA_DIR = {settings.data_dir!r}: {problem}; create it and let the "
+            "user running power write there"
+            + (
+                f" (sudo chown {os.getuid()} {settings.data_dir})"
+                if os.path.isdir(settings.data_dir)
+                else ""
+            )
+        )
+    folder = os.path.dirname(pidfile)
+    problem = _cannot_create(folder, directory=True)
+    if problem:
+        raise SettingsError(
+            f"--pidfile {pidfile}: {folder}: {problem}; create it for the user "
+            "running power, or name another pidfile"
+        )
+
+
+def _cannot_create(path: str, directory: bool) -> Optional[str]:
+    """Why this user could not create or write `path`; None if it can."""
+    if os.path.lexists(path):
+        if directory and not os.path.isdir(path):
+            return "cannot create it: a file of that name is in the way"
+        if not directory and os.path.isdir(path):
+            return "is a directory"
+        mode = os.W_OK | os.X_OK if directory else os.W_OK
+        return None if os.access(path, mode) else "not writable by this user"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not directory and not os.path.isdir(parent):
+        return f"no directory {parent}"  # only directories are created
+    while not os.path.isdir(parent):
+        if os.path.lexists(parent):
+            return f"cannot create it: {parent} is not a directory"
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create it in {parent} (not writable by this user)"
+    return None
+
+
+def create_dirs(settings: config.Settings, pidfile: str) -> None:
+    """DATA_DIR and the pidfile's directory (/run is empty at boot), once
+    every check has passed."""
+    for what, folder in (
+        (f"DATA_DIR = {settings.data_dir!r}", settings.data_dir),
+        (f"--pidfile {pidfile}", os.path.dirname(pidfile)),
+    ):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                f"{what}: cannot create {folder} ({exc.strerror}); create it for "
+                "the user running power"
+            ) from None
 
 
 def give_to(
@@ -271,23 +347,6 @@ def give_to(
                 f"{user.name}; run 'sudo chown {user.name} {folder}' or choose "
                 "a directory of its own"
             )
-
-
-def prepare_pidfile_dir(pidfile: str) -> None:
-    """Create the pidfile's directory if need be (/run is empty at boot)."""
-    folder = os.path.dirname(pidfile)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise SettingsError(
-            f"--pidfile {pidfile}: cannot create {folder} ({exc.strerror}); "
-            "create it for the user running power, or name another pidfile"
-        ) from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SettingsError(
-            f"--pidfile {pidfile}: {folder} is not writable by this user; "
-            "choose a pidfile in a directory it may write"
-        )
 
 
 def claim_pidfile(pidfile: str) -> Optional[str]:
@@ -531,8 +590,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             for d in (settings.data_dir, os.path.dirname(pidfile))
             if not os.path.isdir(d)
         ]
-        preflight(settings, logfile)
-        prepare_pidfile_dir(pidfile)
+        preflight(settings, logfile, pidfile)
+        create_dirs(settings, pidfile)
         if user is not None:
             give_to(user, settings, pidfile, logfile, made)
         if args.nodaemon:  # with a pidfile too, so --status and --kill work
