@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
@@ -43,12 +43,26 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"power.py: error: {message} (see power.py -h)\n")
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+USAGE = """power.py [--settings PATH] [--pidfile PATH] [--nodaemon] [--kill]
+                [--status] [--logfile PATH] [--simulate WATTS | --replay FILE]
+                [--speed FACTOR] [--user NAME] [-q] [-v] [--version] [-h]
+       power.py [--settings PATH] COMMAND [options]   (COMMAND -h for help)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The main parser: running, --kill and --status. Subcommands have
+    their own (SUBCOMMANDS), listed in its epilog."""
+    commands = "\n".join(
+        f"  {name:<10} {help_text}" for name, (help_text, _) in SUBCOMMANDS.items()
+    )
     p = ArgumentParser(
         prog="power.py",
+        usage=USAGE,
         description="Read an electricity meter's pulse LED and publish the "
         "readings (CSV file, InfluxDB, Librato, MQTT).",
-        epilog="power.py report -h: energy per hour, day or month from the journal.",
+        epilog=f"commands:\n{commands}\n\nGlobal options such as --settings may "
+        "stand before or after a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--settings",
@@ -108,6 +122,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     p.add_argument("--version", action="version", version=f"power {VERSION}")
+    return p
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.simulate is not None and not 1 <= args.simulate <= 1_000_000:  # NaN too
         p.error(f"--simulate {args.simulate:g}: expected a mean load from 1 to 1e6 W")
@@ -553,19 +572,58 @@ def report_main(argv: List[str]) -> int:
         ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
         if not os.path.exists(journal_path(settings.data_dir)):
             return fail(
-                EXIT_FAILURE,
+                EXIT_USAGE,
                 f"no journal in DATA_DIR {settings.data_dir} yet: power has not "
-                "run with these settings",
+                "run with these settings (or --settings names another file)",
             )
         return report.run(args, settings.data_dir, ppk)
     except SettingsError as exc:
         return fail(EXIT_USAGE, str(exc))
 
 
+# Subcommands: name -> (one line of help, entry point taking its arguments).
+SUBCOMMANDS = {
+    "report": ("energy, cost, peak and base load per hour, day or month", report_main),
+}
+
+# Main options that take a value, so a value is never taken for a command.
+VALUE_OPTIONS = frozenset(
+    (
+        "--settings",
+        "--pidfile",
+        "--logfile",
+        "--simulate",
+        "--replay",
+        "--speed",
+        "--user",
+    )
+)
+
+
+def split_command(argv: List[str]) -> Optional[Tuple[str, List[str]]]:
+    """(command, its arguments with the global options given before it moved
+    after it), or None when the command line names no command."""
+    skip = False
+    for i, word in enumerate(argv):
+        if skip:
+            skip = False
+        elif word == "--":
+            return None
+        elif word in VALUE_OPTIONS:
+            skip = True
+        elif word in SUBCOMMANDS:
+            return word, argv[i + 1 :] + argv[:i]
+        elif not word.startswith("-"):
+            return None  # a stray word: the main parser says what is wrong
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["report"]:
-        return report_main(argv[1:])
+    command = split_command(argv)
+    if command is not None:
+        name, rest = command
+        return SUBCOMMANDS[name][1](rest)
     args = parse_args(argv)
     try:
         settings = load_settings(args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import calendar
 import re
 import subprocess
+import sys
 import time
 import venv
 from pathlib import Path
@@ -92,3 +93,72 @@ def test_log_lines_carry_utc_times_as_readings_do(ws: Workspace, tmp_path) -> No
     assert match, first
     stamp = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
     assert before - 1 <= stamp + int(match.group(2)) / 1000 <= after + 1
+
+
+# Commands and global options -------------------------------------------------
+
+
+@pytest.fixture
+def journal_ws(ws: Workspace, tmp_path: Path) -> Workspace:
+    """A workspace whose journal holds a few readings of meter 'house'."""
+    replay = write_replay(tmp_path / "p.txt", steady_pulses(5, step=60.0))
+    res = ws.power("--nodaemon", "-q", "--replay", str(replay), "--speed", "0")
+    assert res.returncode == 0, res.stderr
+    return ws
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["--settings", "S", "report", "--since", "2023-11-01", "--csv"],
+        ["report", "--since", "2023-11-01", "--csv", "--settings", "S"],
+        ["report", "--settings", "S", "--since", "2023-11-01", "--csv"],
+    ],
+)
+def test_global_options_stand_before_or_after_a_command(
+    journal_ws: Workspace, order
+) -> None:
+    argv = [str(journal_ws.settings) if a == "S" else a for a in order]
+    res = run_with(sys.executable, *argv)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0].startswith("period,meter,")
+    assert "house" in res.stdout
+
+
+def test_a_settings_file_named_report_is_not_taken_for_the_command(
+    journal_ws: Workspace, tmp_path: Path
+) -> None:
+    named = tmp_path / "report"
+    named.write_text(journal_ws.settings.read_text())
+    res = run_with(sys.executable, "--settings", str(named), "--status")
+    assert "power is not running" in res.stdout, res.stderr
+    assert res.returncode == 3
+
+
+def test_usage_lists_the_commands() -> None:
+    res = run_with(sys.executable, "-h")
+    assert res.returncode == 0
+    assert "COMMAND" in res.stdout.split("\n\n")[0]
+    assert "\n  report " in res.stdout
+
+
+def test_a_daemon_option_before_a_command_is_a_usage_error(ws: Workspace) -> None:
+    res = run_with(
+        sys.executable, "--nodaemon", "report", "--settings", str(ws.settings)
+    )
+    assert res.returncode == 2
+    assert "unrecognized arguments: --nodaemon" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_report_of_an_unknown_meter_names_the_meters(journal_ws: Workspace) -> None:
+    res = journal_ws.power("report", "--meter", "nosuch")
+    assert res.returncode == 2, res.stdout
+    line = res.stderr.strip()
+    assert "'nosuch'" in line and "'house'" in line and "\n" not in line
+
+
+def test_report_without_a_journal_is_a_usage_error(ws: Workspace) -> None:
+    res = ws.power("report", "--since", "2023-11-01")
+    assert res.returncode == 2
+    assert "no journal in DATA_DIR" in res.stderr and "Traceback" not in res.stderr
