@@ -15,7 +15,7 @@ copyright = "the power authors"
 # One version, the program's own: the manual describes what --version prints.
 release = version = runpy.run_path(str(_SRC / "version.py"))["VERSION"]
 
-extensions = ["schematics"]
+extensions = ["schematics", "powerref"]
 root_doc = "index"
 exclude_patterns = ["_build", "_generated", "requirements.txt"]
 # Code blocks name their language; a bare ``::`` block is plain text.
