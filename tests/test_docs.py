@@ -173,6 +173,9 @@ def test_prose_for_an_option_that_does_not_exist_is_refused():
 
 
 def test_reference_shows_no_path_of_the_building_machine(html):
+    powerref = importlib.import_module("powerref")
+    if str(ROOT) == powerref.NEUTRAL_ROOT:
+        pytest.skip("this checkout is where the manual's examples put it")
     for page in html.rglob("*.html"):
         assert str(ROOT) not in page.read_text(encoding="utf-8"), page
 
