@@ -896,3 +896,14 @@ def test_journal_read_errors_at_run_time_are_one_streak(ws, tmp_path):
     assert "Traceback" not in log
     assert log.count("cannot read the journal") == 1, log
     assert len(log.splitlines()) < 40
+
+
+def test_csv_holding_only_its_header_after_rotation_is_not_refilled(ws, tmp_path):
+    """After logrotate moved the CSV and SIGHUP made a new one (just its
+    header), a restart goes on from the saved position: the journal's old
+    readings are not written again into the new file."""
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(50)])
+    ws.csv.rename(tmp_path / "power.csv.1")
+    ws.csv.write_text("time,meter,pulses,energy_kwh,power_w,interval_s\n")
+    _replay(ws, tmp_path, "b.txt", [T0 + 100 + i for i in range(5)])
+    assert _pulses(ws) == [51, 52, 53, 54, 55]

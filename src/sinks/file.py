@@ -39,8 +39,8 @@ class FileSink(Sink):
         self.path: str = options["path"]
         self._file: Optional[IO[bytes]] = None
         self._skip_through: Optional[str] = None  # the file's last line
-        # For resume_after: the last line at open; "" for a file without
-        # readings; None for a new file.
+        # For resume_after: the last line at open; "" for a file cut to
+        # zero; None for a new file or one holding just its header.
         self._resume_line: Optional[str] = None
 
     def describe(self) -> str:
@@ -76,8 +76,11 @@ class FileSink(Sink):
                 f.write((HEADER + "\n").encode())
                 f.flush()
             self._skip_through = None if last in (None, HEADER) else last
-            if existed:
-                self._resume_line = "" if last in (None, HEADER) else last
+            # A file cut to zero lost its readings: all the journal holds go
+            # again. One with just its header was started by this sink (or a
+            # rotation): its saved position stands.
+            if existed and last != HEADER:
+                self._resume_line = "" if last is None else last
         except OSError as exc:
             f.close()
             raise SinkError(f"cannot prepare {self.path}: {exc.strerror}") from exc
