@@ -907,3 +907,13 @@ def test_csv_holding_only_its_header_after_rotation_is_not_refilled(ws, tmp_path
     ws.csv.write_text("time,meter,pulses,energy_kwh,power_w,interval_s\n")
     _replay(ws, tmp_path, "b.txt", [T0 + 100 + i for i in range(5)])
     assert _pulses(ws) == [51, 52, 53, 54, 55]
+
+
+def test_status_of_an_unreadable_journal_says_so_once(ws):
+    ws.data.mkdir(parents=True)
+    _journal(ws).write_bytes(os.urandom(8192))
+    res = ws.power("--status")
+    _no_traceback(res)
+    assert res.returncode == 3
+    assert "cannot be read" in res.stdout
+    assert "no journal" not in res.stdout
