@@ -372,7 +372,7 @@ def give_to(
     own = [journal_path(settings.data_dir) + s for s in ("", "-wal", "-shm")]
     own += [
         os.path.join(settings.data_dir, n)
-        for n in ("journal.lock", "power.pid", "power.log")
+        for n in ("journal.lock", "journal.mark", "power.pid", "power.log")
     ]
     own += [s.options["path"] for s in settings.sinks if "path" in s.cls.OPTIONS]
     account.hand_over(user, made + own + [pidfile] + ([logfile] if logfile else []))
