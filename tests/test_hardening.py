@@ -109,7 +109,7 @@ def test_replay_line_longer_than_the_limit_is_refused(ws, tmp_path):
 def test_replay_that_stops_on_a_bad_line_half_way_exits_1(ws, tmp_path):
     """The file is checked up front, then grows a bad line while it is
     replayed: the replay stops there, says where, and power exits 1."""
-    replay = write_replay(tmp_path / "p.txt", [T0 + i * 0.5 for i in range(6)])
+    replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(6)])
     proc = subprocess.Popen(
         power_cmd("--settings", str(ws.settings), "--replay", str(replay), "-q")
         + ["--nodaemon"],
