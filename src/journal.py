@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS readings (
     pulses INTEGER NOT NULL,
     energy_kwh REAL NOT NULL,
     power_w REAL,
-    interval_s REAL
+    interval_s REAL,
+    estimate INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meters (
     name TEXT PRIMARY KEY,
@@ -48,7 +49,7 @@ CREATE TABLE IF NOT EXISTS cursors (
 );
 """
 
-COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s"
+COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s, estimate"
 SAVE_CURSOR = (
     "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
     "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq"
@@ -88,7 +89,23 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _row(values: Sequence) -> Row:
-    return values[0], Reading._make(values[1:])
+    return values[0], Reading(*values[1:7], bool(values[7]))
+
+
+def columns(conn: sqlite3.Connection) -> str:
+    """COLUMNS for a SELECT, also from a journal older than the estimate
+    column (read-only readers cannot add it)."""
+    names = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
+    return COLUMNS if "estimate" in names else COLUMNS[: -len("estimate")] + "0"
+
+
+def _add_estimate_column(conn: sqlite3.Connection) -> None:
+    """Journals written before estimates existed get the column (0: pulses,
+    as every row then was, bar 0 W idle rows)."""
+    if columns(conn) != COLUMNS:
+        conn.execute(
+            "ALTER TABLE readings ADD COLUMN estimate INTEGER NOT NULL DEFAULT 0"
+        )
 
 
 def _move_aside(path: str, log: logging.Logger, reason: str) -> None:
@@ -159,6 +176,7 @@ class Journal:
         conn = connect(self.path)
         try:
             conn.executescript(SCHEMA)
+            _add_estimate_column(conn)
             saved = dict(conn.execute("SELECT name, pulses FROM meters"))
             for name, pulses in saved.items():
                 row = conn.execute(
@@ -221,7 +239,7 @@ class Journal:
             if rows:
                 conn.executemany(
                     "INSERT INTO readings (time, meter, pulses, energy_kwh, power_w,"
-                    " interval_s) VALUES (?, ?, ?, ?, ?, ?)",
+                    " interval_s, estimate) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,  # Readings are tuples in column order
                 )
                 seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -316,6 +334,7 @@ class JournalReader:
         self.conn = connect(path)
         self.cursors = cursors
         self.persistent = not start_at_end
+        self._columns = columns(self.conn)
         if start_at_end:
             self._cursor = self.last_seq()
         else:
@@ -335,7 +354,7 @@ class JournalReader:
     def read(self, limit: int) -> List[Row]:
         """Up to `limit` committed rows after the cursor, oldest first."""
         rows = self.conn.execute(
-            f"SELECT {COLUMNS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {self._columns} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
             (self._cursor, limit),
         ).fetchall()
         return [_row(r) for r in rows]
@@ -371,9 +390,10 @@ def read_status(path: str, sinks: Sequence[str]) -> Optional[JournalStatus]:
     try:
         last_seq = conn.execute("SELECT max(seq) FROM readings").fetchone()[0] or 0
         last = {}
+        select = columns(conn)
         for (meter,) in conn.execute("SELECT name FROM meters ORDER BY name"):
             row = conn.execute(
-                f"SELECT {COLUMNS} FROM readings WHERE meter = ? "
+                f"SELECT {select} FROM readings WHERE meter = ? "
                 "ORDER BY seq DESC LIMIT 1",
                 (meter,),
             ).fetchone()

@@ -4,7 +4,7 @@ Input callbacks only put (meter index, t_mono_ns, t_wall) on a SimpleQueue.
 This thread takes them in order, lets each meter turn them into readings,
 appends those to the journal, commits in groups at most once a second and
 wakes the sink runners after each commit. It ticks at least once a second
-so an idle meter's 0 W reading appears and a stop is seen promptly.
+so an idle meter's estimates appear and a stop is seen promptly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from journal import Journal, Row
 from leds import StatusLeds
 from meter import Meter
 
-TICK_S = 1.0  # idle readings are stamped at expiry, so a tick may be late
+TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
 FINITE_TICK_S = 0.05
 WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
@@ -167,7 +167,7 @@ class Monitor:
             for reading in readings:
                 append(reading)
             self.readings += len(readings)
-            if blink is not None and readings[-1].power_w != 0.0:
+            if blink is not None and not readings[-1].estimate:
                 blink(meter.config.name)
 
     def _commit(self) -> None:

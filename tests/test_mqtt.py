@@ -74,6 +74,7 @@ def test_replay_publishes_state_availability_and_discovery(ws, broker, tmp_path)
         "energy_kwh": 0.12,
         "power_w": 1800.0,
         "interval_s": 2.0,
+        "estimate": False,
     }
     assert msgs["power/house/availability"] == "offline"  # clean stop
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import IO, List, Optional, Sequence
 
-from csvformat import HEADER, csv_line
+from csvformat import HEADER, HEADER_V1, csv_line
 from meter import Reading
 from options import Option
 from sinks.base import Sink, SinkError
@@ -30,6 +30,7 @@ class FileSink(Sink):
         self.path: str = options["path"]
         self._file: Optional[IO[bytes]] = None
         self._skip_through: Optional[str] = None  # the file's last line
+        self._estimate_column = True  # False for a file begun before it existed
 
     def describe(self) -> str:
         return f"{self.name} ({self.path})"
@@ -47,11 +48,26 @@ class FileSink(Sink):
             if last is None:
                 f.write((HEADER + "\n").encode())
                 f.flush()
-            self._skip_through = None if last in (None, HEADER) else last
+            self._skip_through = None if last in (None, HEADER, HEADER_V1) else last
+            self._estimate_column = self._first_line(f) != HEADER_V1
+            if not self._estimate_column:
+                self.log.info(
+                    "%s was begun by an older version: its rows go on without "
+                    "the estimate column (estimates repeat the pulse count); "
+                    "move it aside to start a file with the column",
+                    self.path,
+                )
         except OSError as exc:
             f.close()
             raise SinkError(f"cannot prepare {self.path}: {exc.strerror}") from exc
         self._file = f
+
+    @staticmethod
+    def _first_line(f: IO[bytes]) -> str:
+        f.seek(0)
+        first = f.readline(len(HEADER) + 2).decode("utf-8", "replace").rstrip("\n")
+        f.seek(0, os.SEEK_END)
+        return first
 
     def _repair_tail(self, f: IO[bytes]) -> Optional[str]:
         """Return the last complete line (None for an empty file), cutting
@@ -80,7 +96,8 @@ class FileSink(Sink):
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self._file is None:  # closed by an earlier error: open it again
             self.open()
-        lines = self._unwritten([csv_line(r) for r in batch])
+        column = self._estimate_column
+        lines = self._unwritten([csv_line(r, column) for r in batch])
         if not lines:
             return None
         data = ("\n".join(lines) + "\n").encode()

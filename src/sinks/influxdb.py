@@ -2,11 +2,12 @@
 endpoints), with the `influxdb` client package.
 
 Each reading becomes a point at the pulse's own time (ms precision), tagged
-with the meter name. Writing a point again after a crash is harmless: same
-series and time means the same point. Connection failures, timeouts and 5xx
-are retried by the runner; a 4xx that cannot heal (bad credentials, a
-rejected point) is reported with the server's words and retried only at the
-longest backoff.
+with the meter name. An estimate between pulses becomes a point with
+`power_w` and `estimate` = true only, as it adds no energy. Writing a point
+again after a crash is harmless: same series and time means the same point.
+Connection failures, timeouts and 5xx are retried by the runner; a 4xx that
+cannot heal (bad credentials, a rejected point) is reported with the server's
+words and retried only at the longest backoff.
 """
 
 from __future__ import annotations
@@ -97,10 +98,13 @@ class InfluxDBSink(Sink):
         o = self.options
         out = []
         for r in batch:
-            fields: Dict[str, Any] = {
-                "energy_kwh": float(r.energy_kwh),
-                "pulses": int(r.pulses),
-            }
+            fields: Dict[str, Any]
+            if r.estimate:
+                # Not a pulse: no energy or count of its own, so queries of
+                # energy (the dashboard's power panels) see pulses only.
+                fields = {"estimate": True}
+            else:
+                fields = {"energy_kwh": float(r.energy_kwh), "pulses": int(r.pulses)}
             if r.power_w is not None:
                 fields["power_w"] = float(r.power_w)
             out.append(

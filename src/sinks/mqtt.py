@@ -72,6 +72,7 @@ def state_payload(r: Reading) -> str:
             "energy_kwh": round(r.energy_kwh, 6),
             "power_w": None if r.power_w is None else round(r.power_w, 2),
             "interval_s": None if r.interval_s is None else round(r.interval_s, 3),
+            "estimate": bool(r.estimate),
         },
         separators=(",", ":"),
     )
