@@ -212,6 +212,20 @@ class Journal:
         """The committed cumulative pulse count of a meter (0 if new)."""
         return self._counts.get(meter, 0)
 
+    def last_pulse_time(self, meter: str) -> Optional[float]:
+        """The time of the meter's newest counted pulse (None if none): a
+        replay must not count a pulse at or before it again."""
+        row = self.conn.execute(
+            "SELECT time FROM readings WHERE meter = ? AND NOT estimate "
+            "ORDER BY seq DESC LIMIT 1",
+            (meter,),
+        ).fetchone()
+        if row is None:  # pruned to the newest row, which is an estimate
+            row = self.conn.execute(
+                "SELECT min(time) FROM readings WHERE meter = ?", (meter,)
+            ).fetchone()
+        return None if row is None else row[0]
+
     def append(self, reading: Reading) -> None:
         """Queue a reading for the next group commit."""
         self._pending.append(reading)

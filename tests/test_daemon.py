@@ -262,6 +262,25 @@ def test_replay_end_to_end(ws, tmp_path):
     assert len(res.stdout.splitlines()) == len(rows)
     assert {r["estimate"] for r in rows} == {"0", "1"}
 
+    # The same file again: its pulses are in the journal, so nothing is
+    # counted twice and the totals stay as they were.
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert read_csv(ws.csv) == rows
+    assert "400 replayed pulses at or before 2023-11-14T22:31:39.000Z" in res.stderr
+    assert "were skipped" in res.stderr
+
+    # A longer file adds only the pulses after those counted.
+    more = times + [times[-1] + 2 * i for i in range(1, 51)]
+    replay = write_replay(tmp_path / "more.txt", more)
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", timeout=60)
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(ws.csv)
+    assert _contiguous(rows) == 450
+    assert rows[-1]["energy_kwh"] == "0.45"
+    # The first new pulse's interval runs from the last one counted.
+    assert rows[-50]["interval_s"] == "2" and rows[-50]["pulses"] == "401"
+
 
 def test_replay_accepts_the_file_sinks_csv(ws, tmp_path):
     times = [1_700_000_000.0 + i * 1.5 for i in range(50)]
