@@ -95,7 +95,8 @@ def discovery_configs(
         "availability_topic": f"{prefix}/{meter}/availability",
         "payload_available": "online",
         "payload_not_available": "offline",
-        "json_attributes_topic": f"{prefix}/{meter}/state",
+        # No json_attributes_topic: on the state topic it would make Home
+        # Assistant store a row of attributes with every reading.
         "device": device,
     }
     sensors = {
@@ -121,7 +122,11 @@ def discovery_configs(
         config = {
             **sensor,
             "unique_id": f"{node}_{key}",
-            # (object_id, its predecessor, stopped working in HA 2026.4.)
+            # The entity id: Home Assistant before 2025.10 reads object_id
+            # only; 2025.10 and later read default_entity_id, which wins
+            # when both are there (object_id is dropped in 2026.4). Each
+            # version ignores the key it does not know.
+            "object_id": f"{node}_{key}",
             "default_entity_id": f"sensor.{node}_{key}",
             **common,
         }
