@@ -99,6 +99,15 @@ def columns(conn: sqlite3.Connection) -> str:
     return COLUMNS if "estimate" in names else COLUMNS[: -len("estimate")] + "0"
 
 
+def open_schema(path: str) -> sqlite3.Connection:
+    """A read-write connection with the schema in place (creating the
+    journal if need be), for commands beside a running daemon."""
+    conn = connect(path)
+    conn.executescript(SCHEMA)
+    _add_estimate_column(conn)
+    return conn
+
+
 def _add_estimate_column(conn: sqlite3.Connection) -> None:
     """Journals written before estimates existed get the column (0: pulses,
     as every row then was, bar 0 W idle rows)."""
@@ -159,6 +168,7 @@ class Journal:
         self.cursors = Cursors()
         self.committed: List[Row] = []
         self.last_seq = 0
+        self._data_version = None
         self.conn = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -207,6 +217,14 @@ class Journal:
             raise
         self.last_seq = row[0] or 0
         return conn
+
+    def changed_elsewhere(self) -> bool:
+        """Has another connection (a sink's cursor, `power.py register`)
+        committed since the last call?"""
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
 
     def pulses(self, meter: str) -> int:
         """The committed cumulative pulse count of a meter (0 if new)."""

@@ -20,6 +20,7 @@ from inputs.base import EdgeCallback, InputBackend
 from journal import Journal, Row
 from leds import StatusLeds
 from meter import Meter
+from register import offset as register_offset
 
 TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
 FINITE_TICK_S = 0.05
@@ -149,6 +150,7 @@ class Monitor:
             now = time.monotonic()
             if now - last_commit >= self.commit_interval_s:
                 self._commit()
+                self.load_offsets()
                 last_commit = now
             if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
                 self._prune()
@@ -189,6 +191,25 @@ class Monitor:
             self._commit_failing = False
         if committed:
             self.on_commit(self.journal.committed)
+
+    def load_offsets(self) -> None:
+        """Take up offsets set by `power.py register` (also while running)."""
+        try:
+            if not self.journal.changed_elsewhere():
+                return
+            for meter in self.meters:
+                value = register_offset(self.journal.conn, meter.config.name)
+                if value is not None and value != meter.offset_kwh:
+                    meter.offset_kwh = value
+                    self.log.info(
+                        "meter %s: offset %.6f kWh from a register reading; "
+                        "energy now %.3f kWh",
+                        meter.config.name,
+                        value,
+                        meter.energy_kwh,
+                    )
+        except sqlite3.Error as exc:
+            self.log.warning("cannot read register offsets: %s", exc)
 
     def _prune(self) -> None:
         try:

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,7 +26,7 @@ import logsetup  # noqa: E402
 import pidcheck  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
-from journal import journal_path, read_status  # noqa: E402
+from journal import journal_path, open_schema, read_status  # noqa: E402
 from options import SettingsError  # noqa: E402
 from runtime import EXIT_FAILURE, EXIT_OK, Service, StartError  # noqa: E402
 from version import VERSION  # noqa: E402
@@ -48,7 +49,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         prog="power.py",
         description="Read an electricity meter's pulse LED and publish the "
         "readings (CSV file, InfluxDB, Librato, MQTT).",
-        epilog="power.py report -h: energy per hour, day or month from the journal.",
+        epilog="power.py report -h: energy per hour, day or month from the journal. "
+        "power.py register -h: record the meter's register reading.",
     )
     p.add_argument(
         "--settings",
@@ -182,7 +184,25 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
             )
         for name in sinks:
             print(f"sink {name}: backlog {status.backlog[name]} readings")
+        for line in register_status(settings):
+            print(line)
     return code
+
+
+def register_status(settings: config.Settings) -> List[str]:
+    """Each meter's last register reading and its drift, for --status."""
+    import register
+    from journal import connect
+
+    ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
+    try:
+        conn = connect(journal_path(settings.data_dir), readonly=True)
+        try:
+            return register.status_lines(conn, list(ppk), ppk)
+        finally:
+            conn.close()
+    except Exception as exc:  # any SQLite trouble: report, do not crash
+        return [f"register readings: cannot be read ({exc})"]
 
 
 def kill(pidfile: str) -> int:
@@ -227,6 +247,16 @@ def preflight(settings: config.Settings, logfile: Optional[str] = None) -> None:
                 f"log file {logfile}: cannot open it ({exc.strerror}); create "
                 "its directory or name another with --logfile or LOGFILE"
             ) from None
+    preflight_data_dir(settings)
+    for m in settings.meters:
+        try:
+            m.input_class.preflight(m.input_options)
+        except InputError as exc:
+            raise SettingsError(str(exc)) from None
+
+
+def preflight_data_dir(settings: config.Settings) -> None:
+    """DATA_DIR exists (made if need be) and is writable."""
     try:
         os.makedirs(settings.data_dir, exist_ok=True)
     except OSError as exc:
@@ -239,11 +269,6 @@ def preflight(settings: config.Settings, logfile: Optional[str] = None) -> None:
             f"DATA_DIR = {settings.data_dir!r}: not writable by this user; "
             f"run 'sudo chown {os.getuid()} {settings.data_dir}' or choose another"
         )
-    for m in settings.meters:
-        try:
-            m.input_class.preflight(m.input_options)
-        except InputError as exc:
-            raise SettingsError(str(exc)) from None
 
 
 def give_to(
@@ -505,10 +530,62 @@ def report_main(argv: List[str]) -> int:
         return fail(EXIT_USAGE, str(exc))
 
 
+def register_main(argv: List[str]) -> int:
+    """`power.py register KWH ...`: a reading of the meter's register."""
+    import sqlite3
+
+    import register
+
+    args = register.parse_args(argv)
+    try:
+        path = args.settings or config.default_settings_path(HERE)
+        settings = config.load(path)
+        names = [m.config.name for m in settings.meters]
+        if args.meter is None and len(names) > 1:
+            raise SettingsError(
+                f"several meters ({', '.join(names)}): name one with --meter"
+            )
+        name = args.meter or names[0]
+        if name not in names:
+            raise SettingsError(
+                f"--meter {name!r}: no such meter in the settings ({', '.join(names)})"
+            )
+        meter = settings.meters[names.index(name)].config
+        when = register.parse_at(args.at) if args.at else time.time()
+        register.parse_kwh(args.kwh)  # a bad number is bad usage
+        preflight_data_dir(settings)
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    journal = journal_path(settings.data_dir)
+    try:
+        conn = open_schema(journal)
+        try:
+            lines = register.record(
+                conn,
+                name,
+                args.kwh,
+                when,
+                meter.pulses_per_kwh,
+                meter.energy_offset_kwh,
+                args.rebase,
+            )
+        finally:
+            conn.close()
+    except register.RegisterError as exc:
+        return fail(EXIT_FAILURE, str(exc))
+    except sqlite3.Error as exc:
+        return fail(EXIT_FAILURE, f"cannot write the journal {journal}: {exc}")
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["register"]:
+        return register_main(argv[1:])
     args = parse_args(argv)
     try:
         settings = load_settings(args)

@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+import register
 from journal import columns, connect, journal_path
 from options import SettingsError
 
@@ -270,6 +271,8 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
             reports = build(
                 conn, since.timestamp(), until.timestamp(), args.by, ppk, args.meter
             )
+            names = [args.meter] if args.meter else sorted(ppk)
+            registers = register.status_lines(conn, names, ppk)
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -282,4 +285,5 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
     else:
         span = f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M}"
         sys.stdout.write(render_text(reports, args.by, args.tariff, span))
+        sys.stdout.write("".join(line + "\n" for line in registers))
     return 0

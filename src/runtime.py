@@ -130,6 +130,7 @@ class Service:
             sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
             on_done=self.wakeup.set,
         )
+        self.monitor.load_offsets()  # register readings win over the settings
         for runner in self.runners:
             runner.start()
         self.monitor.start()
