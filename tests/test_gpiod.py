@@ -776,6 +776,7 @@ def service_settings(tmp_path: Path, chip_: str):
             "debounce_ms": DEBOUNCE_MS,
             "max_power_w": 1e9,
             "idle_timeout_s": 0,
+            "estimate_fall": 0,  # pulses only: no estimates between them
         },
         "INPUT": {
             "backend": "gpiod",
@@ -860,6 +861,7 @@ def test_two_meters_on_two_lines_of_one_chip(gpiod, chip, tmp_path):
             "debounce_ms": DEBOUNCE_MS,
             "max_power_w": 1e9,
             "idle_timeout_s": 0,
+            "estimate_fall": 0,  # pulses only: no estimates between them
             "detect_led": led,
             "input": {"backend": "gpiod", "chip": chip, "line": line},
         }

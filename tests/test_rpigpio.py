@@ -464,6 +464,7 @@ def service_settings(tmp_path, **input_options):
             "debounce_ms": DEBOUNCE_MS,
             "max_power_w": 1e9,
             "idle_timeout_s": 0,
+            "estimate_fall": 0,  # pulses only: no estimates between them
         },
         "INPUT": {"backend": "rpigpio", "pin": 24, **input_options},
         "LEDS": {"detect": 18, "ready": 23, "blink_ms": 20},
