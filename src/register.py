@@ -229,7 +229,7 @@ def parse_at(text: str) -> float:
     )
 
 
-def parse_args(argv: Iterable[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="power.py register",
         description="Record a reading of the meter's register: the first sets "
@@ -244,7 +244,7 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
         action="store_true",
         help="set energy_kwh to this reading even if it is not the first",
     )
-    return p.parse_args(list(argv))
+    return p
 
 
 def pulses_at(conn: sqlite3.Connection, meter: str, when: float) -> int:

@@ -18,12 +18,21 @@ from meter import Reading
 from options import Option
 from sinks.base import Sink, SinkError
 
+# What a point carries (the manual lists them from here): the meter's name as
+# a tag, and fields named as the reading's attributes, with their types.
+TAG = "meter"
+FIELDS = {"power_w": float, "energy_kwh": float, "pulses": int, "estimate": bool}
+# An estimate between pulses adds no energy: its point has power_w and
+# estimate = true only, so queries of energy (the dashboard's power panels)
+# see pulses only.
+PULSE_FIELDS = ("energy_kwh", "pulses")
+
 
 def _check_tags(tags: Dict[Any, Any]) -> Optional[str]:
     for key, value in tags.items():
         if not isinstance(key, str) or not isinstance(value, str) or not key:
             return "expected a dict of non-empty string keys to string values"
-        if key in ("meter", "time"):
+        if key in (TAG, "time"):
             return f"tag {key!r} is reserved"
     return None
 
@@ -44,6 +53,7 @@ class InfluxDBSink(Sink):
         "timeout_s": Option("number", 10.0, minimum=0.1, maximum=600.0),
         "create_database": Option("bool", True),
     }
+    PACKAGES = {"influxdb": "influxdb", "requests": "requests"}
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)
@@ -98,19 +108,17 @@ class InfluxDBSink(Sink):
         o = self.options
         out = []
         for r in batch:
-            fields: Dict[str, Any]
-            if r.estimate:
-                # Not a pulse: no energy or count of its own, so queries of
-                # energy (the dashboard's power panels) see pulses only.
-                fields = {"estimate": True}
-            else:
-                fields = {"energy_kwh": float(r.energy_kwh), "pulses": int(r.pulses)}
-            if r.power_w is not None:
-                fields["power_w"] = float(r.power_w)
+            fields: Dict[str, Any] = {}
+            for name, kind in FIELDS.items():
+                value = getattr(r, name)
+                if value is None or (r.estimate and name in PULSE_FIELDS):
+                    continue  # an unknown power; an estimate's energy
+                if name != "estimate" or value:
+                    fields[name] = kind(value)
             out.append(
                 {
                     "measurement": o["measurement"],
-                    "tags": {**o["tags"], "meter": r.meter},
+                    "tags": {**o["tags"], TAG: r.meter},
                     "time": int(round(r.time * 1000)),
                     "fields": fields,
                 }
