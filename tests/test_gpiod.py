@@ -76,8 +76,13 @@ def chip(gpiod, tmp_path) -> str:
 
 def meter_config(debounce_ms: float = DEBOUNCE_MS) -> MeterConfig:
     # max_power_w high: flashes tens of ms apart would be implausible at 30 kW.
+    # Pulses only: no estimates between them (their timing is the host's).
     return MeterConfig(
-        name="main", debounce_ms=debounce_ms, max_power_w=1e9, idle_timeout_s=0
+        name="main",
+        debounce_ms=debounce_ms,
+        max_power_w=1e9,
+        idle_timeout_s=0,
+        estimate_fall=0.0,
     )
 
 

@@ -53,8 +53,13 @@ def gpio(monkeypatch):
 
 def meter_config(debounce_ms: float = DEBOUNCE_MS) -> MeterConfig:
     # max_power_w high: pulses GAP_S apart would be implausible at 30 kW.
+    # Pulses only: no estimates between them (their timing is the host's).
     return MeterConfig(
-        name="main", debounce_ms=debounce_ms, max_power_w=1e9, idle_timeout_s=0
+        name="main",
+        debounce_ms=debounce_ms,
+        max_power_w=1e9,
+        idle_timeout_s=0,
+        estimate_fall=0.0,
     )
 
 
