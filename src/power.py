@@ -195,7 +195,12 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
         for name, r in status.last.items():
             power = "unknown" if r.power_w is None else f"{r.power_w:.1f} W"
             if r.estimate:
-                power = f"below {power} (estimate: no pulse for {r.interval_s:.0f} s)"
+                bound = (
+                    "0 W after the idle timeout"
+                    if r.power_w == 0
+                    else f"at most {power}"
+                )
+                power = f"{bound} (estimate: no pulse for {r.interval_s:.0f} s)"
             print(
                 f"last reading: {name} at {format_time(r.time)}: {power}, "
                 f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
