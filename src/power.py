@@ -665,6 +665,8 @@ def register_main(argv: List[str]) -> int:
             conn.close()
     except register.RegisterError as exc:
         return fail(EXIT_FAILURE, str(exc))
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
     except (sqlite3.Error, OSError) as exc:
         return fail(EXIT_FAILURE, f"cannot write the journal {journal}: {exc}")
     for line in lines:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
@@ -267,6 +268,9 @@ def pulses_at(conn: sqlite3.Connection, meter: str, when: float) -> int:
     return 0  # nothing counted yet: the reading is the start
 
 
+FUTURE_S = 60.0  # a clock a little ahead is fine; a date next year is a typo
+
+
 def record(
     conn: sqlite3.Connection,
     meter: str,
@@ -276,13 +280,26 @@ def record(
     settings_offset: float,
     rebase: bool,
 ) -> List[str]:
-    """Store a register reading; return what to tell the user."""
+    """Store a register reading; return what to tell the user. Raises
+    SettingsError for bad usage, RegisterError when the journal cannot
+    answer."""
     kwh = parse_kwh(text)
+    if when > time.time() + FUTURE_S:
+        raise SettingsError(
+            f"--at {format_time(when)} is in the future; give the time the "
+            "register was read"
+        )
     ensure_schema(conn)
     conn.execute("BEGIN IMMEDIATE")  # one writer against the daemon's commits
     try:
-        pulses = pulses_at(conn, meter, when)
         found = readings(conn, meter)
+        if found and when < found[-1].time:
+            raise SettingsError(
+                f"--at {format_time(when)} is before the newest register reading "
+                f"of meter {meter} ({format_time(found[-1].time)}): readings "
+                "are compared in time order; give a later time"
+            )
+        pulses = pulses_at(conn, meter, when)
         before = found[-1].offset_kwh if found else settings_offset
         sets = rebase or not found
         new_offset = kwh - pulses / pulses_per_kwh if sets else before

@@ -33,7 +33,8 @@ def register(ws, *args):
 
 
 def test_first_reading_sets_energy_later_ones_show_drift_and_rebase(ws):
-    res = register(ws, "12345.6")  # before power ever ran: no pulse yet
+    # Before power ever ran: no pulse yet.
+    res = register(ws, "12345.6", "--at", local(T0 - 60))
     assert res.returncode == 0, res.stderr
     assert "energy_kwh now equals it" in res.stdout
     replay(ws, [T0 + i * 3.6 for i in range(100)])  # 1000 W, 0.1 kWh
@@ -124,6 +125,11 @@ def test_register_errors(ws):
     replay(ws, [T0 + i for i in range(5)])
     res = register(ws, "5", "--at", local(T0 - 3600))
     assert res.returncode == 1 and "no reading of meter house" in res.stderr
+    res = register(ws, "5", "--at", "2999-01-01T00:00")
+    assert res.returncode == 2 and "is in the future" in res.stderr
+    assert register(ws, "5", "--at", local(T0 + 4)).returncode == 0
+    res = register(ws, "6", "--at", local(T0 + 2))  # before the one above
+    assert res.returncode == 2 and "before the newest register reading" in res.stderr
     ws.write(
         METERS=[
             {"name": "a", "input": {"backend": "simulated"}},
