@@ -44,7 +44,8 @@ def pipeline(replay: str, data_dir: str) -> Dict[str, float]:
     log = logging.getLogger("bench")
     os.makedirs(data_dir, exist_ok=True)
     path = journal_path(data_dir)
-    meter = Meter(MeterConfig(name="bench", pulses_per_kwh=1000.0))
+    # Pulses only, as the baseline writes them: no estimates between.
+    meter = Meter(MeterConfig(name="bench", pulses_per_kwh=1000.0, estimate_fall=0.0))
     journal = Journal(path, log)
     sink = FileSink("file", {"path": os.path.join(data_dir, "power.csv")}, log)
     sink.open()

@@ -89,6 +89,8 @@ def write_settings(
         "name": METER_NAME,
         "pulses_per_kwh": PULSES_PER_KWH,
         "idle_timeout_s": IDLE_TIMEOUT_S,
+        # Pulses only, as the baseline writes them: no estimates between.
+        "estimate_fall": 0,
     }
     with open(path, "w") as f:
         f.write(f"METER = {meter!r}\n")

@@ -36,8 +36,9 @@ METER_OPTIONS: Dict[str, Option] = {
     "pulses_per_kwh": Option("number", 1000.0, minimum=0.001, maximum=1e7),
     "debounce_ms": Option("number", 50.0, minimum=0.0, maximum=60000.0),
     "max_power_w": Option("number", 30000.0, minimum=1.0, maximum=1e9),
-    "idle_timeout_s": Option("number", 300.0, minimum=0.0, maximum=1e7),
+    "idle_timeout_s": Option("number", 0.0, minimum=0.0, maximum=1e7),
     "energy_offset_kwh": Option("number", 0.0, minimum=-1e12, maximum=1e12),
+    "estimate_fall": Option("number", 0.2, minimum=0.0, maximum=0.9),
 }
 
 LEDS_OPTIONS: Dict[str, Option] = {
@@ -174,6 +175,7 @@ def _meter(where: str, given: Any) -> MeterConfig:
         max_power_w=float(values["max_power_w"]),
         idle_timeout_s=float(values["idle_timeout_s"]),
         energy_offset_kwh=float(values["energy_offset_kwh"]),
+        estimate_fall=float(values["estimate_fall"]),
     )
 
 

@@ -10,8 +10,10 @@ from typing import Optional
 
 from meter import Reading
 
-HEADER = "time,meter,pulses,energy_kwh,power_w,interval_s"
+# New columns go at the end, so older readers of the file keep working.
+HEADER = "time,meter,pulses,energy_kwh,power_w,interval_s,estimate"
 COLUMNS = HEADER.split(",")
+HEADER_V1 = "time,meter,pulses,energy_kwh,power_w,interval_s"  # before estimate
 
 
 def format_time(t: float) -> str:
@@ -56,10 +58,14 @@ def format_number(value: Optional[float], places: int) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def csv_line(r: Reading) -> str:
-    """One CSV line (no newline). Meter names are checked to need no quoting."""
-    t, meter, pulses, energy, power, interval = r
-    return (
+def csv_line(r: Reading, estimate_column: bool = True) -> str:
+    """One CSV line (no newline). Meter names are checked to need no quoting.
+    The estimate column is 1 for an estimate, 0 for a pulse."""
+    t, meter, pulses, energy, power, interval, estimate = r
+    line = (
         f"{format_time(t)},{meter},{pulses},{format_number(energy, 6)},"
         f"{format_number(power, 2)},{format_number(interval, 3)}"
     )
+    if estimate_column:
+        return line + (",1" if estimate else ",0")
+    return line

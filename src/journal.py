@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS readings (
     pulses INTEGER NOT NULL,
     energy_kwh REAL NOT NULL,
     power_w REAL,
-    interval_s REAL
+    interval_s REAL,
+    estimate INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meters (
     name TEXT PRIMARY KEY,
@@ -56,7 +57,7 @@ CREATE TABLE IF NOT EXISTS skipped (
 );
 """
 
-COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s"
+COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s, estimate"
 SAVE_CURSOR = (
     "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
     "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq"
@@ -100,7 +101,32 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _row(values: Sequence) -> Row:
-    return values[0], Reading._make(values[1:])
+    return values[0], Reading(*values[1:7], bool(values[7]))
+
+
+def columns(conn: sqlite3.Connection) -> str:
+    """COLUMNS for a SELECT, also from a journal older than the estimate
+    column (read-only readers cannot add it)."""
+    names = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
+    return COLUMNS if "estimate" in names else COLUMNS[: -len("estimate")] + "0"
+
+
+def open_schema(path: str) -> sqlite3.Connection:
+    """A read-write connection with the schema in place (creating the
+    journal if need be), for commands beside a running daemon."""
+    conn = connect(path)
+    conn.executescript(SCHEMA)
+    _add_estimate_column(conn)
+    return conn
+
+
+def _add_estimate_column(conn: sqlite3.Connection) -> None:
+    """Journals written before estimates existed get the column (0: pulses,
+    as every row then was, bar 0 W idle rows)."""
+    if columns(conn) != COLUMNS:
+        conn.execute(
+            "ALTER TABLE readings ADD COLUMN estimate INTEGER NOT NULL DEFAULT 0"
+        )
 
 
 def mark_path(path: str) -> str:
@@ -228,6 +254,7 @@ class Journal:
         self._seq_floor = 0  # sequence numbers go on above the mark's
         self._mark_at = 0.0
         self._mark_failing = False
+        self._data_version = None
         existed = os.path.exists(path)
         self.conn = self._open(existed)
         self._reconcile(held or {}, existed)
@@ -309,6 +336,7 @@ class Journal:
                 if problem != "ok":
                     raise sqlite3.DatabaseError(f"integrity check: {problem}")
             conn.executescript(SCHEMA)
+            _add_estimate_column(conn)
             saved = dict(conn.execute("SELECT name, pulses FROM meters"))
             for name, pulses in saved.items():
                 row = conn.execute(
@@ -340,9 +368,31 @@ class Journal:
         self.last_seq = row[0] or 0
         return conn
 
+    def changed_elsewhere(self) -> bool:
+        """Has another connection (a sink's cursor, `power.py register`)
+        committed since the last call?"""
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
     def pulses(self, meter: str) -> int:
         """The committed cumulative pulse count of a meter (0 if new)."""
         return self._counts.get(meter, 0)
+
+    def last_pulse_time(self, meter: str) -> Optional[float]:
+        """The time of the meter's newest counted pulse (None if none): a
+        replay must not count a pulse at or before it again."""
+        row = self.conn.execute(
+            "SELECT time FROM readings WHERE meter = ? AND NOT estimate "
+            "ORDER BY seq DESC LIMIT 1",
+            (meter,),
+        ).fetchone()
+        if row is None:  # pruned to the newest row, which is an estimate
+            row = self.conn.execute(
+                "SELECT min(time) FROM readings WHERE meter = ?", (meter,)
+            ).fetchone()
+        return None if row is None else row[0]
 
     def append(self, reading: Reading) -> None:
         """Queue a reading for the next group commit."""
@@ -381,7 +431,7 @@ class Journal:
             if rows:
                 conn.executemany(
                     "INSERT INTO readings (time, meter, pulses, energy_kwh, power_w,"
-                    " interval_s) VALUES (?, ?, ?, ?, ?, ?)",
+                    " interval_s, estimate) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows_after,  # Readings are tuples in column order
                 )
                 seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -484,6 +534,7 @@ class JournalReader:
         self.conn = connect(path)
         self.cursors = cursors
         self.persistent = not start_at_end
+        self._columns = columns(self.conn)
         if start_at_end:
             self._cursor = self.last_seq()
         else:
@@ -538,7 +589,7 @@ class JournalReader:
     def read(self, limit: int) -> List[Row]:
         """Up to `limit` committed rows after the cursor, oldest first."""
         rows = self.conn.execute(
-            f"SELECT {COLUMNS} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+            f"SELECT {self._columns} FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
             (self._cursor, limit),
         ).fetchall()
         return [_row(r) for r in rows]
@@ -581,9 +632,10 @@ def read_status(path: str, sinks: Sequence[str]) -> Optional[JournalStatus]:
     try:
         last_seq = conn.execute("SELECT max(seq) FROM readings").fetchone()[0] or 0
         last = {}
+        select = columns(conn)
         for (meter,) in conn.execute("SELECT name FROM meters ORDER BY name"):
             row = conn.execute(
-                f"SELECT {COLUMNS} FROM readings WHERE meter = ? "
+                f"SELECT {select} FROM readings WHERE meter = ? "
                 "ORDER BY seq DESC LIMIT 1",
                 (meter,),
             ).fetchone()

@@ -5,6 +5,14 @@ GPIO line, a simulated meter and a replay at any speed, and property tests
 can drive it directly. Power comes from the interval between accepted pulses
 (as ESPHome's pulse_meter does) rather than from pulses per period, which is
 exact at low loads and needs no window.
+
+Between pulses the last interval's power would stand until the next pulse.
+Once no pulse has come for longer than that interval, less than one pulse's
+energy has been used since the last pulse, so the mean power since then is
+below one pulse's energy over the time elapsed: that falling upper bound is
+published, marked as an estimate, each time it has fallen by `estimate_fall`
+(by default a fifth), stamped at the moment it reached that value. The next
+pulse gives the exact mean again.
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ class Reading(NamedTuple):
     energy_kwh: float  # cumulative, offset included
     power_w: Optional[float]  # mean power over interval_s; None when unknown
     interval_s: Optional[float]
+    # Not a pulse: power_w is the falling upper bound since the last pulse
+    # (interval_s is the time since it), or 0 W after idle_timeout_s.
+    estimate: bool = False
 
 
 @dataclass(frozen=True)
@@ -36,8 +47,9 @@ class MeterConfig:
     pulses_per_kwh: float = 1000.0
     debounce_ms: float = 50.0
     max_power_w: float = 30000.0
-    idle_timeout_s: float = 300.0
+    idle_timeout_s: float = 0.0  # 0: no 0 W reading (the bound falls instead)
     energy_offset_kwh: float = 0.0
+    estimate_fall: float = 0.2  # 0: no estimates between pulses
 
 
 def power_from_interval(pulses_per_kwh: float, interval_s: float) -> float:
@@ -74,10 +86,21 @@ class Meter:
         self._last_ns: Optional[int] = None
         self._last_wall = 0.0
         self._idle_reported = True  # nothing to time out before the first pulse
+        self.offset_kwh = config.energy_offset_kwh  # may be re-based while running
+        # The falling bound: the last pulse's interval (None: unknown), the
+        # factor each estimate divides it by, and the time of the next one.
+        self._keep = 1.0 - config.estimate_fall
+        self._interval_ns: Optional[int] = None
+        self._estimates = 0  # published since the last pulse
+        self._next_estimate_ns: Optional[int] = None
+        # A replay skips pulses at or before this wall time: they are in
+        # the journal already.
+        self.counted_until: Optional[float] = None
+        self.already_counted = 0
 
     @property
     def energy_kwh(self) -> float:
-        return self.config.energy_offset_kwh + self.pulses / self.config.pulses_per_kwh
+        return self.offset_kwh + self.pulses / self.config.pulses_per_kwh
 
     def edge(self, t_mono_ns: int, t_wall: float) -> List[Reading]:
         """Feed one edge; return the readings it produces (possibly none).
@@ -86,11 +109,9 @@ class Meter:
         yields the same rows as a live run.
         """
         last = self._last_ns
-        if (
-            not self._idle_reported
-            and self._idle_ns > 0
-            and last is not None
-            and t_mono_ns - last >= self._idle_ns
+        if last is not None and (
+            (not self._idle_reported and self._idle_ns > 0)
+            or self._next_estimate_ns is not None
         ):
             readings = self.tick(t_mono_ns)
         else:
@@ -103,15 +124,24 @@ class Meter:
             if gap < self._min_interval_ns:
                 self.implausible += 1
                 return readings
+        if self.counted_until is not None and t_wall <= self.counted_until:
+            self.already_counted += 1  # a replayed pulse the journal has
+            self._last_ns = t_mono_ns
+            self._last_wall = t_wall
+            return readings
         self.pulses += 1
         self._last_ns = t_mono_ns
         self._last_wall = t_wall
         self._idle_reported = False
+        self._estimates = 0
         if last is None:
             power = interval = None
+            self._interval_ns = self._next_estimate_ns = None
         else:
             interval = (t_mono_ns - last) / NS_PER_S
             power = power_from_interval(self.config.pulses_per_kwh, interval)
+            self._interval_ns = t_mono_ns - last
+            self._next_estimate_ns = self._estimate_due()
         readings.append(
             Reading(
                 t_wall, self.config.name, self.pulses, self.energy_kwh, power, interval
@@ -119,17 +149,48 @@ class Meter:
         )
         return readings
 
+    def _estimate_due(self) -> Optional[int]:
+        """When the bound reaches its next published value (None: never)."""
+        if self._keep >= 1.0 or self._interval_ns is None or self._last_ns is None:
+            return None
+        elapsed = self._interval_ns / self._keep ** (self._estimates + 1)
+        due = self._last_ns + int(elapsed)
+        if self._idle_ns > 0 and due - self._last_ns >= self._idle_ns:
+            return None  # the idle timeout's 0 W reading comes first
+        return due
+
     def tick(self, t_mono_ns: int) -> List[Reading]:
-        """Advance time; return a 0 W reading once when no pulse came for
-        idle_timeout_s. It is stamped when the timeout expired, not when the
-        tick arrived, so it does not depend on how often ticks come."""
-        if self._idle_reported or self._idle_ns <= 0 or self._last_ns is None:
+        """Advance time; return the estimates (and the idle reading) due.
+
+        Each is stamped when it became due, not when the tick arrived, so
+        the readings do not depend on how often ticks come."""
+        if self._last_ns is None:
             return []
+        out: List[Reading] = []
+        due = self._next_estimate_ns
+        while due is not None and due <= t_mono_ns:
+            interval = (due - self._last_ns) / NS_PER_S
+            out.append(
+                Reading(
+                    self._last_wall + interval,
+                    self.config.name,
+                    self.pulses,
+                    self.energy_kwh,
+                    power_from_interval(self.config.pulses_per_kwh, interval),
+                    interval,
+                    True,
+                )
+            )
+            self._estimates += 1
+            due = self._next_estimate_ns = self._estimate_due()
+        if self._idle_reported or self._idle_ns <= 0:
+            return out
         if t_mono_ns - self._last_ns < self._idle_ns:
-            return []
+            return out
         self._idle_reported = True
+        self._next_estimate_ns = None
         timeout = self._idle_ns / NS_PER_S
-        return [
+        out.append(
             Reading(
                 self._last_wall + timeout,
                 self.config.name,
@@ -137,5 +198,7 @@ class Meter:
                 self.energy_kwh,
                 0.0,
                 timeout,
+                True,
             )
-        ]
+        )
+        return out

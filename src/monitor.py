@@ -4,7 +4,7 @@ Input callbacks only put (meter index, t_mono_ns, t_wall) on a SimpleQueue.
 This thread takes them in order, lets each meter turn them into readings,
 appends those to the journal, commits in groups at most once a second and
 wakes the sink runners after each commit. It ticks at least once a second
-so an idle meter's 0 W reading appears and a stop is seen promptly.
+so an idle meter's estimates appear and a stop is seen promptly.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from inputs.base import EdgeCallback, InputBackend
 from journal import Journal, Row
 from leds import StatusLeds
 from meter import Meter
+from register import offset as register_offset
 
-TICK_S = 1.0  # idle readings are stamped at expiry, so a tick may be late
+TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
 FINITE_TICK_S = 0.05
 WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
@@ -149,6 +150,7 @@ class Monitor:
             now = time.monotonic()
             if now - last_commit >= self.commit_interval_s:
                 self._commit()
+                self.load_offsets()
                 last_commit = now
             if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
                 self._prune()
@@ -179,7 +181,7 @@ class Monitor:
             for reading in readings:
                 append(reading)
             self.readings += len(readings)
-            if blink is not None and readings[-1].power_w != 0.0:
+            if blink is not None and not readings[-1].estimate:
                 blink(meter.config.name)
 
     def _commit(self) -> None:
@@ -201,6 +203,25 @@ class Monitor:
             self._commit_failing = False
         if committed:
             self.on_commit(self.journal.committed)
+
+    def load_offsets(self) -> None:
+        """Take up offsets set by `power.py register` (also while running)."""
+        try:
+            if not self.journal.changed_elsewhere():
+                return
+            for meter in self.meters:
+                value = register_offset(self.journal.conn, meter.config.name)
+                if value is not None and value != meter.offset_kwh:
+                    meter.offset_kwh = value
+                    self.log.info(
+                        "meter %s: offset %.6f kWh from a register reading; "
+                        "energy now %.3f kWh",
+                        meter.config.name,
+                        value,
+                        meter.energy_kwh,
+                    )
+        except sqlite3.Error as exc:
+            self.log.warning("cannot read register offsets: %s", exc)
 
     def _prune(self) -> None:
         try:

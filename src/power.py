@@ -18,6 +18,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from typing import List, Optional, Tuple  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,7 +31,7 @@ import logsetup  # noqa: E402
 import pidcheck  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
-from journal import journal_path, read_status  # noqa: E402
+from journal import journal_path, open_schema, read_status  # noqa: E402
 from options import Interrupted, SettingsError  # noqa: E402
 from runtime import EXIT_FAILURE, EXIT_OK, Service, StartError  # noqa: E402
 from version import VERSION  # noqa: E402
@@ -201,6 +202,13 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
             print("last reading: none yet")
         for name, r in status.last.items():
             power = "unknown" if r.power_w is None else f"{r.power_w:.1f} W"
+            if r.estimate:
+                bound = (
+                    "0 W after the idle timeout"
+                    if r.power_w == 0
+                    else f"at most {power}"
+                )
+                power = f"{bound} (estimate: no pulse for {r.interval_s:.0f} s)"
             print(
                 f"last reading: {name} at {format_time(r.time)}: {power}, "
                 f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
@@ -214,7 +222,25 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
                     f"sequence {first}; see the log)"
                 )
             print(line)
+        for line in register_status(settings):
+            print(line)
     return code
+
+
+def register_status(settings: config.Settings) -> List[str]:
+    """Each meter's last register reading and its drift, for --status."""
+    import register
+    from journal import connect
+
+    ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
+    try:
+        conn = connect(journal_path(settings.data_dir), readonly=True)
+        try:
+            return register.status_lines(conn, list(ppk), ppk)
+        finally:
+            conn.close()
+    except Exception as exc:  # any SQLite trouble: report, do not crash
+        return [f"register readings: cannot be read ({exc})"]
 
 
 def kill(pidfile: str, data_dir: Optional[str] = None) -> int:
@@ -641,6 +667,67 @@ def report_parser() -> argparse.ArgumentParser:
     return report.build_parser()
 
 
+def register_parser() -> argparse.ArgumentParser:
+    import register
+
+    return register.build_parser()
+
+
+def register_main(argv: List[str]) -> int:
+    """`power.py register KWH ...`: a reading of the meter's register."""
+    import sqlite3
+
+    import register
+
+    args = register.build_parser().parse_args(argv)
+    try:
+        path = args.settings or config.default_settings_path(HERE)
+        settings = config.load(path)
+        names = [m.config.name for m in settings.meters]
+        if args.meter is None and len(names) > 1:
+            raise SettingsError(
+                f"several meters ({', '.join(names)}): name one with --meter"
+            )
+        name = args.meter or names[0]
+        if name not in names:
+            raise SettingsError(
+                f"--meter {name!r}: no such meter in the settings ({', '.join(names)})"
+            )
+        meter = settings.meters[names.index(name)].config
+        when = register.parse_at(args.at) if args.at else time.time()
+        register.parse_kwh(args.kwh)  # a bad number is bad usage
+        problem = _cannot_create(settings.data_dir, directory=True)
+        if problem:
+            raise SettingsError(f"DATA_DIR = {settings.data_dir!r}: {problem}")
+        os.makedirs(settings.data_dir, exist_ok=True)
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    journal = journal_path(settings.data_dir)
+    try:
+        conn = open_schema(journal)
+        try:
+            lines = register.record(
+                conn,
+                name,
+                args.kwh,
+                when,
+                meter.pulses_per_kwh,
+                meter.energy_offset_kwh,
+                args.rebase,
+            )
+        finally:
+            conn.close()
+    except register.RegisterError as exc:
+        return fail(EXIT_FAILURE, str(exc))
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    except (sqlite3.Error, OSError) as exc:
+        return fail(EXIT_FAILURE, f"cannot write the journal {journal}: {exc}")
+    for line in lines:
+        print(line)
+    return EXIT_OK
+
+
 # Subcommands: name -> (one line of help, entry point taking its arguments,
 # a function returning its argparse parser). The manual's command-line
 # reference is made from these parsers, so a command added here appears there.
@@ -649,6 +736,11 @@ SUBCOMMANDS = {
         "energy, cost, peak and base load per hour, day or month",
         report_main,
         report_parser,
+    ),
+    "register": (
+        "record the meter's register reading: set the total, show the drift",
+        register_main,
+        register_parser,
     ),
 }
 

@@ -2,8 +2,9 @@
 
 Two forms are accepted: the original monitor's file, one pulse per line as
 epoch seconds (blank lines and # comments ignored), and the CSV the file
-sink writes (recognised by its header), whose idle-timeout rows repeat a
-pulse count and are skipped so no pulse is counted twice.
+sink writes (recognised by its header, with or without the estimate column),
+whose estimate and idle-timeout rows repeat a pulse count and are skipped so
+no pulse is counted twice.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import stat
 from typing import IO, Iterator, Optional, Tuple
 
-from csvformat import COLUMNS, HEADER, format_time, parse_time
+from csvformat import HEADER, HEADER_V1, format_time, parse_time
 
 # Pulse times outside these bounds are typing or clock mistakes, and some
 # sinks cannot store them at all (a CSV time past year 9999, an InfluxDB
@@ -67,7 +68,7 @@ def read_pulses(path: str, meter: Optional[str] = None) -> Iterator[Tuple[int, f
 
 
 def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, float]]:
-    csv = False
+    csv = 0  # the CSV's number of columns, once its header was seen
     previous = None
     last_pulses = {}
     for number, raw in _lines(f, path):
@@ -75,15 +76,15 @@ def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, f
         if not line or line.startswith("#"):
             continue
         if line.startswith("time,"):
-            if line != HEADER:
+            if line not in (HEADER, HEADER_V1):
                 raise ReplayFileError(
                     f"{path} line {number}: CSV header {line!r} is not the file "
                     f"sink's {HEADER!r}"
                 )
-            csv = True
+            csv = line.count(",") + 1
             continue
         if csv:
-            t = _csv_pulse(line, path, number, meter, last_pulses)
+            t = _csv_pulse(line, path, number, meter, last_pulses, csv)
             if t is None:
                 continue
         else:
@@ -119,13 +120,19 @@ def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, f
 
 
 def _csv_pulse(
-    line: str, path: str, number: int, meter: Optional[str], last_pulses: dict
+    line: str,
+    path: str,
+    number: int,
+    meter: Optional[str],
+    last_pulses: dict,
+    columns: int,
 ) -> Optional[float]:
     fields = line.split(",")
-    if len(fields) != len(COLUMNS):
+    if len(fields) != columns:
         raise ReplayFileError(
-            f"{path} line {number}: expected {len(COLUMNS)} CSV fields "
-            f"({HEADER}), found {len(fields)}"
+            f"{path} line {number}: expected {columns} CSV fields "
+            f"({HEADER if columns == HEADER.count(',') + 1 else HEADER_V1}), "
+            f"found {len(fields)}"
         )
     name = fields[1]
     if meter is not None and name != meter:
@@ -138,8 +145,8 @@ def _csv_pulse(
             f"{path} line {number}: {line[:60]!r} is not a reading of the file "
             "sink's CSV (time like 2024-05-01T12:00:00.000Z, integer pulses)"
         ) from None
-    if last_pulses.get(name) == pulses:
-        return None  # an idle-timeout row: no new pulse
+    if last_pulses.get(name) == pulses or fields[6:7] == ["1"]:
+        return None  # an estimate or idle-timeout row: no new pulse
     last_pulses[name] = pulses
     return t
 

@@ -2,9 +2,17 @@
 journal, with peak and base load and a bar chart in the terminal.
 
 Reads the journal through a read-only connection, so it works while the
-daemon runs. Periods are in local time, as a bill is. Energy in a period is
-the pulses counted in it divided by the meter's pulses_per_kwh; the pulse
-that closes an interval belongs to the period it arrived in.
+daemon runs. Periods are in local time, as a bill is. How each figure is
+computed (any mean power is energy over time, never an average of readings):
+
+- energy: the pulses counted in the period over the meter's pulses_per_kwh,
+  as the meter's register counts them (the pulse that closes an interval
+  belongs to the period it arrived in);
+- peak: the highest power of a pulse, i.e. the mean power over its own
+  interval (estimates between pulses are bounds, and left out);
+- base load: the lowest mean power over a whole clock hour, each pulse's
+  energy spread evenly over its interval; only hours that the intervals
+  cover completely take part.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from journal import connect, journal_path, salvage
+import register
+from journal import columns, connect, journal_path, salvage
 from options import SettingsError
 
 BAR_WIDTH = 40
@@ -39,16 +48,42 @@ class MeterReport:
     meter: str
     periods: Dict[dt.datetime, Period] = field(default_factory=dict)
     peak: Optional[Tuple[float, float]] = None  # (W, epoch time)
-    hourly_kwh: Dict[dt.datetime, float] = field(default_factory=dict)
+    # Per clock hour (epoch seconds of its start): energy spread over the
+    # pulse intervals, in kWh, and the seconds those intervals covered.
+    hourly_kwh: Dict[float, float] = field(default_factory=dict)
+    hourly_covered: Dict[float, float] = field(default_factory=dict)
 
     @property
     def total_kwh(self) -> float:
         return sum(p.energy_kwh for p in self.periods.values())
 
+    def spread(self, start: float, end: float, kwh: float) -> None:
+        """Add a pulse's energy, spread evenly over [start, end]."""
+        length = end - start
+        t = start
+        while t < end:
+            hour = hour_start(t)
+            upto = min(end, hour + 3600.0)
+            part = upto - t
+            self.hourly_kwh[hour] = self.hourly_kwh.get(hour, 0.0) + kwh * part / length
+            self.hourly_covered[hour] = self.hourly_covered.get(hour, 0.0) + part
+            t = upto
+
     def base_load_w(self) -> Optional[float]:
-        """The lowest mean power over a whole hour (the house's standby)."""
-        whole = list(self.hourly_kwh.values())[1:-1]  # drop partial ends
+        """The lowest mean power over a whole hour (the house's standby):
+        that hour's energy over its length, from hours wholly covered."""
+        whole = [
+            self.hourly_kwh[h]
+            for h, covered in self.hourly_covered.items()
+            if covered >= 3600.0 - 1e-6
+        ]
         return min(whole) * 1000.0 if whole else None
+
+
+def hour_start(t: float) -> float:
+    """The start of the local clock hour holding epoch time t."""
+    local = dt.datetime.fromtimestamp(t)
+    return floor(local, "hour").timestamp()
 
 
 def parse_when(text: str, option: str) -> dt.datetime:
@@ -112,14 +147,17 @@ def build(
         ).fetchone()
         if row:
             previous[name] = row[0]
+    estimate = "estimate" if "estimate" in columns(conn) else "0"
     rows = conn.execute(
-        "SELECT time, meter, pulses, power_w FROM readings "
+        f"SELECT time, meter, pulses, power_w, interval_s, {estimate} FROM readings "
         "WHERE time >= ? AND time < ? ORDER BY seq",
         (since, until),
     )
-    for t, name, pulses, power in rows:
+    for t, name, pulses, power, interval, is_estimate in rows:
         if meter and name != meter:
             continue
+        if is_estimate or (power == 0.0 and pulses == previous.get(name)):
+            continue  # not a pulse: a bound between pulses, or a 0 W idle row
         report = reports.get(name)
         if report is None:
             report = reports[name] = MeterReport(name)
@@ -132,8 +170,10 @@ def build(
         if period is None:
             period = report.periods[start] = Period(start)
         period.energy_kwh += kwh
-        hour = floor(local, "hour")
-        report.hourly_kwh[hour] = report.hourly_kwh.get(hour, 0.0) + kwh
+        if interval and kwh > 0:
+            report.spread(
+                max(t - interval, since), t, kwh * min(1.0, (t - since) / interval)
+            )
         if power is not None:
             if period.peak_w is None or power > period.peak_w:
                 period.peak_w = power
@@ -233,11 +273,18 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
 
 
 def _build_from(path: str, since, until, args: argparse.Namespace):
+    """The reports and the register lines from the journal at `path`."""
     conn = connect(path, readonly=True)
     try:
-        return build(
+        reports = build(
             conn, since.timestamp(), until.timestamp(), args.by, args.ppk, args.meter
         )
+        names = [args.meter] if args.meter else sorted(args.ppk)
+        try:
+            registers = register.status_lines(conn, names, args.ppk)
+        except sqlite3.OperationalError:  # a salvaged copy without the table
+            registers = []
+        return reports, registers
     finally:
         conn.close()
 
@@ -255,7 +302,7 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
     args.ppk = ppk
     path = args.journal or journal_path(data_dir)
     try:
-        reports = _build_from(path, since, until, args)
+        reports, registers = _build_from(path, since, until, args)
     except sqlite3.DatabaseError as exc:
         if not args.journal:
             print(
@@ -268,7 +315,7 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
             copy = os.path.join(tmp, "salvaged.sqlite3")
             try:
                 copied, lost = salvage(path, copy)
-                reports = _build_from(copy, since, until, args)
+                reports, registers = _build_from(copy, since, until, args)
             except sqlite3.Error as exc2:
                 print(
                     f"power.py report: cannot read the journal {path}: {exc2}",
@@ -286,4 +333,5 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
     else:
         span = f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M}"
         sys.stdout.write(render_text(reports, args.by, args.tariff, span))
+        sys.stdout.write("".join(line + "\n" for line in registers))
     return 0

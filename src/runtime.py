@@ -15,6 +15,7 @@ import time
 from typing import IO, Callable, Dict, List, Optional
 
 from config import Settings
+from csvformat import format_time
 from inputs.base import InputBackend, InputError, LedOutput
 from journal import Journal, JournalError, JournalReader, Row, journal_path
 from leds import StatusLeds
@@ -77,6 +78,7 @@ class Service:
         self.inputs: List[InputBackend] = []
         self.runners: List[SinkRunner] = []
         self.monitor: Optional[Monitor] = None
+        self.meters: List[Meter] = []
         self.leds: Optional[StatusLeds] = None
         self._lock: Optional[IO[str]] = None
         self._started_inputs: List[InputBackend] = []
@@ -123,13 +125,17 @@ class Service:
         except JournalError as exc:
             raise StartError(str(exc)) from None
         meters = [Meter(m.config, self.journal.pulses(m.config.name)) for m in s.meters]
-        for m in meters:
+        self.meters = meters
+        for m, setup in zip(meters, s.meters):
             self.log.info(
                 "meter %s: %d pulses so far, %.3f kWh",
                 m.config.name,
                 m.pulses,
                 m.energy_kwh,
             )
+            if setup.input_class.finite:
+                # A replay adds only pulses after the newest one counted.
+                m.counted_until = self.journal.last_pulse_time(m.config.name)
         try:
             self.inputs = [
                 m.input_class(m.input_options, m.config, self.log) for m in s.meters
@@ -149,6 +155,7 @@ class Service:
             sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
             on_done=self.wakeup.set,
         )
+        self.monitor.load_offsets()  # register readings win over the settings
         for runner in self.runners:
             runner.start()
         self.monitor.start()
@@ -229,6 +236,7 @@ class Service:
                 for runner in self.runners:
                     runner.request_reopen()
             if monitor.exhausted.is_set():
+                self._report_already_counted()
                 for runner in self.runners:
                     runner.drain()  # no more batching: write what is left
                 return self._drain()
@@ -239,6 +247,18 @@ class Service:
             self.wakeup.wait(5.0)
         self.log.info("stopping on signal")
         return EXIT_OK
+
+    def _report_already_counted(self) -> None:
+        for m in self.meters:
+            if m.already_counted and m.counted_until is not None:
+                self.log.warning(
+                    "meter %s: %d replayed pulses at or before %s (the newest "
+                    "pulse in the journal) are counted already and were "
+                    "skipped; a replay only adds pulses after it",
+                    m.config.name,
+                    m.already_counted,
+                    format_time(m.counted_until),
+                )
 
     def _drain(self) -> int:
         """After a replay: wait until every sink has written every reading."""

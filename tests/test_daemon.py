@@ -243,7 +243,7 @@ def test_sigterm_flushes_readings_to_the_csv(ws):
 
 def test_replay_end_to_end(ws, tmp_path):
     times = [1_700_000_000.0 + i for i in range(300)]  # 1 s apart: 3600 W
-    times += [times[-1] + 600 + i * 2 for i in range(1, 101)]  # idle gap, 1800 W
+    times += [times[-1] + 600 + i * 2 for i in range(1, 101)]  # a gap, 1800 W
     replay = write_replay(tmp_path / "pulses.txt", times)
     res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", timeout=60)
     assert res.returncode == 0, res.stderr
@@ -252,16 +252,35 @@ def test_replay_end_to_end(ws, tmp_path):
     assert rows[0]["time"] == "2023-11-14T22:13:20.000Z"
     assert rows[0]["power_w"] == "" and rows[0]["interval_s"] == ""
     assert rows[1]["power_w"] == "3600" and rows[1]["interval_s"] == "1"
-    idle = [r for r in rows if r["power_w"] == "0"]
-    assert len(idle) == 1 and idle[0]["pulses"] == "300"
-    assert idle[0]["time"] == "2023-11-14T22:23:19.000Z"  # last pulse + 300 s
+    # In the gap the bound falls by a fifth at a time from 3600 W: the
+    # first after 1.25 s, the last (28th) before the next pulse at 602 s.
+    estimates = [r for r in rows if r["estimate"] == "1"]
+    assert len(estimates) == 28 and {r["pulses"] for r in estimates} == {"300"}
+    assert estimates[0]["time"] == "2023-11-14T22:18:20.250Z"
+    assert estimates[0]["power_w"] == "2880"
+    assert float(estimates[-1]["power_w"]) > 3600 / 602  # the truth, to come
     assert rows[-1]["power_w"] == "1800" and rows[-1]["energy_kwh"] == "0.4"
     assert len(res.stdout.splitlines()) == len(rows)
+    assert {r["estimate"] for r in rows} == {"0", "1"}
 
-    # Replaying again continues the count: energy is continuous.
+    # The same file again: its pulses are in the journal, so nothing is
+    # counted twice and the totals stay as they were.
     res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", timeout=60)
     assert res.returncode == 0, res.stderr
-    assert _contiguous(read_csv(ws.csv)) == 800
+    assert read_csv(ws.csv) == rows
+    assert "400 replayed pulses at or before 2023-11-14T22:31:39.000Z" in res.stderr
+    assert "were skipped" in res.stderr
+
+    # A longer file adds only the pulses after those counted.
+    more = times + [times[-1] + 2 * i for i in range(1, 51)]
+    replay = write_replay(tmp_path / "more.txt", more)
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", timeout=60)
+    assert res.returncode == 0, res.stderr
+    rows = read_csv(ws.csv)
+    assert _contiguous(rows) == 450
+    assert rows[-1]["energy_kwh"] == "0.45"
+    # The first new pulse's interval runs from the last one counted.
+    assert rows[-50]["interval_s"] == "2" and rows[-50]["pulses"] == "401"
 
 
 def test_replay_accepts_the_file_sinks_csv(ws, tmp_path):
@@ -271,7 +290,7 @@ def test_replay_accepts_the_file_sinks_csv(ws, tmp_path):
     res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
     assert res.returncode == 0, res.stderr
     first = read_csv(ws.csv)
-    assert any(r["power_w"] == "0" for r in first)  # an idle row to skip
+    assert any(r["estimate"] == "1" for r in first)  # a row to skip
 
     other = tmp_path / "other"
     other.mkdir()

@@ -292,8 +292,10 @@ def test_field_lists_are_what_the_sinks_write(html):
     points = sink.points(powerref.sample_readings())
     page = (html / "sinks" / "influxdb.html").read_text(encoding="utf-8")
     assert all(set(p["tags"]) == {influxdb.TAG} for p in points)
-    assert set(points[1]["fields"]) == set(influxdb.FIELDS)
+    pulse, estimate = points[1]["fields"], points[2]["fields"]
+    assert set(pulse) == set(influxdb.FIELDS) - {"estimate"}
+    assert set(estimate) == {"power_w", "estimate"}  # no energy of its own
     assert "power_w" not in points[0]["fields"]  # unknown: left out
     for name, kind in influxdb.FIELDS.items():
-        assert type(points[1]["fields"][name]) is kind
+        assert type({**pulse, **estimate}[name]) is kind
         assert f'<span class="pre">{name}</span>' in page, name

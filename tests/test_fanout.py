@@ -63,7 +63,7 @@ def test_replay_to_all_four_sinks(ws, servers, tmp_path, verbose):
         ],
     )
     times = [T0 + i * 1.2 for i in range(1500)]  # 3000 W for 30 minutes
-    times += [times[-1] + 301 + i * 4 for i in range(1, 200)]  # idle, then 900 W
+    times += [times[-1] + 301 + i * 4 for i in range(1, 200)]  # a gap, then 900 W
     replay = write_replay(tmp_path / "week.txt", times)
     args = ["--replay", str(replay), "--speed", "0", "--nodaemon"]
     if verbose:
@@ -74,9 +74,12 @@ def test_replay_to_all_four_sinks(ws, servers, tmp_path, verbose):
 
     rows = read_csv(ws.csv)
     assert len(pulse_rows(rows)) == 1699
-    assert len(rows) == 1700  # and one idle reading
+    estimates = [r for r in rows if r["estimate"] == "1"]
+    assert len(rows) == 1699 + len(estimates) and len(estimates) == 24
 
-    assert influx.count() == len(rows)
+    assert influx.count() == 1699  # pulses; estimates carry no count
+    # Every row but the first pulse (power unknown) has a power.
+    assert len(influx.series('SELECT "power_w" FROM "power"')) == len(rows) - 1
 
     msgs = retained(broker.port)
     state = json.loads(msgs["power/house/state"])
@@ -87,7 +90,7 @@ def test_replay_to_all_four_sinks(ws, servers, tmp_path, verbose):
         assert config["state_topic"] == "power/house/state"
 
     power = [g for g in api.gauges if g["name"] == "power.power_w"]
-    assert sum(g["count"] for g in power) == len(rows) - 1  # all but the first
+    assert sum(g["count"] for g in power) == 1698  # pulses but the first
 
     for sink in ("file", "influxdb", "mqtt", "librato"):
         assert f"sink {sink}: backlog 0 readings" in status.stdout

@@ -76,8 +76,13 @@ def chip(gpiod, tmp_path) -> str:
 
 def meter_config(debounce_ms: float = DEBOUNCE_MS) -> MeterConfig:
     # max_power_w high: flashes tens of ms apart would be implausible at 30 kW.
+    # Pulses only: no estimates between them (their timing is the host's).
     return MeterConfig(
-        name="main", debounce_ms=debounce_ms, max_power_w=1e9, idle_timeout_s=0
+        name="main",
+        debounce_ms=debounce_ms,
+        max_power_w=1e9,
+        idle_timeout_s=0,
+        estimate_fall=0.0,
     )
 
 
@@ -776,6 +781,7 @@ def service_settings(tmp_path: Path, chip_: str):
             "debounce_ms": DEBOUNCE_MS,
             "max_power_w": 1e9,
             "idle_timeout_s": 0,
+            "estimate_fall": 0,  # pulses only: no estimates between them
         },
         "INPUT": {
             "backend": "gpiod",
@@ -860,6 +866,7 @@ def test_two_meters_on_two_lines_of_one_chip(gpiod, chip, tmp_path):
             "debounce_ms": DEBOUNCE_MS,
             "max_power_w": 1e9,
             "idle_timeout_s": 0,
+            "estimate_fall": 0,  # pulses only: no estimates between them
             "detect_led": led,
             "input": {"backend": "gpiod", "chip": chip, "line": line},
         }

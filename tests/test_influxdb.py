@@ -57,7 +57,8 @@ def test_replay_writes_every_reading_as_a_point(ws, influx, tmp_path):
 
     rows = read_csv(ws.csv)
     points = influx.series('SELECT * FROM "power" ORDER BY time')
-    assert len(points) == len(rows) == 252  # 251 pulses and one idle reading
+    # 251 pulses and the estimates of the 400 s gap
+    assert len(points) == len(rows) == 251 + 23
     assert points[0]["time"] == int(T0 * 1000)
     assert points[0]["power_w"] is None  # absent: unknown for the first pulse
     assert points[1]["power_w"] == pytest.approx(1800.0)
@@ -66,11 +67,18 @@ def test_replay_writes_every_reading_as_a_point(ws, influx, tmp_path):
     assert {p["meter"] for p in points} == {"house"}
     assert {p["site"] for p in points} == {"home"}
     for point, row in zip(points, rows):
-        assert point["pulses"] == int(row["pulses"])
+        if row["estimate"] == "1":  # no energy of its own
+            assert point["estimate"] is True and point["pulses"] is None
+            assert point["energy_kwh"] is None
+            assert point["power_w"] == pytest.approx(float(row["power_w"]), abs=0.005)
+        else:
+            assert point["pulses"] == int(row["pulses"])
+            assert point["estimate"] is None
 
     types = influx.series('SHOW FIELD KEYS FROM "power"')
     assert {t["fieldKey"]: t["fieldType"] for t in types} == {
         "energy_kwh": "float",
+        "estimate": "boolean",
         "power_w": "float",
         "pulses": "integer",
     }

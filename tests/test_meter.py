@@ -76,6 +76,7 @@ class Model:
                 energy_kwh=self.energy(),
                 power_w=0.0,
                 interval_s=self.cfg.idle_timeout_s,
+                estimate=True,
             )
         ]
 
@@ -110,6 +111,7 @@ class Model:
                 if interval is None
                 else 3600.0 * 1000.0 / (self.cfg.pulses_per_kwh * interval),
                 interval_s=interval,
+                estimate=False,
             )
         )
         return out
@@ -120,6 +122,7 @@ def assert_matches(got: List[Reading], want: List[dict], cfg: MeterConfig) -> No
     for r, w in zip(got, want):
         assert r.meter == cfg.name
         assert r.pulses == w["pulses"]
+        assert r.estimate is w["estimate"]
         assert r.energy_kwh == w["energy_kwh"]
         assert r.time == pytest.approx(w["time"], abs=1e-6)
         if w["power_w"] is None:
@@ -149,6 +152,7 @@ configs = st.builds(
         st.just(0.0), st.sampled_from([1.0, 300.0]), st.floats(0.01, 3600.0)
     ),
     energy_offset_kwh=st.one_of(st.just(0.0), st.floats(-1e6, 1e6)),
+    estimate_fall=st.just(0.0),  # estimates have their own tests below
 )
 
 
@@ -482,7 +486,7 @@ def test_example_idle_reading_exact():
     m = Meter(MeterConfig(idle_timeout_s=300))
     m.edge(1 * NS, 1000.0)
     assert m.tick(300 * NS) == []  # 299 s since the pulse
-    assert m.tick(301 * NS) == [Reading(1300.0, "main", 1, 0.001, 0.0, 300.0)]
+    assert m.tick(301 * NS) == [Reading(1300.0, "main", 1, 0.001, 0.0, 300.0, True)]
     assert m.tick(302 * NS) == []
     assert m.tick(10_000 * NS) == []
     # a pulse 10 min after the first: 1 Wh in 600 s = 6 W, no second idle row
@@ -502,7 +506,7 @@ def test_example_edge_after_idle_without_tick():
     m.edge(0, 100.0)
     out = m.edge(40 * NS, 140.0)
     assert out == [
-        Reading(110.0, "main", 1, 0.001, 0.0, 10.0),
+        Reading(110.0, "main", 1, 0.001, 0.0, 10.0, True),
         Reading(140.0, "main", 2, 0.002, 90.0, 40.0),
     ]
 
@@ -513,7 +517,7 @@ def test_example_glitch_after_idle_still_emits_idle_reading():
     m = Meter(MeterConfig(debounce_ms=5000, idle_timeout_s=2, max_power_w=1e6))
     m.edge(0, 10.0)
     out = m.edge(3 * NS, 13.0)
-    assert out == [Reading(12.0, "main", 1, 0.001, 0.0, 2.0)]
+    assert out == [Reading(12.0, "main", 1, 0.001, 0.0, 2.0, True)]
     assert (m.pulses, m.glitches) == (1, 1)
 
 
@@ -539,3 +543,161 @@ def test_simultaneous_edges_with_extreme_but_valid_settings_are_implausible():
     assert m.edge(1000, 1.0) == []
     assert m.implausible == 1
     assert m.pulses == 1
+
+
+# ---------------------------------------------------------------------------
+# Estimates between pulses: the falling upper bound
+# ---------------------------------------------------------------------------
+
+
+@st.composite
+def loads(draw):
+    """A piecewise-constant load (seconds, watts), a meter's constant, the
+    fraction the bound falls by, the energy already used at the start (as a
+    part of a pulse) and tick times per second of load."""
+    steps = draw(
+        st.lists(
+            st.tuples(st.floats(1.0, 3600.0), st.floats(1.0, 5000.0)),
+            min_size=1,
+            max_size=8,
+        )
+    )
+    ppk = draw(st.sampled_from([100.0, 800.0, 1000.0, 10000.0]))
+    fall = draw(st.sampled_from([0.1, 0.2, 0.5, 0.9]))
+    phase = draw(st.floats(0.0, 0.999))
+    tick_s = draw(st.sampled_from([0.3, 1.0, 7.0]))
+    return steps, ppk, fall, phase, tick_s
+
+
+def true_pulses(steps, ppk, phase):
+    """Pulse times (s from 0) of the load, and its energy (Ws) up to t."""
+    per_pulse = 3600.0 * 1000.0 / ppk
+    times, used, t = [], phase * per_pulse, 0.0
+    for seconds, watts in steps:
+        left = seconds
+        while used + watts * left >= per_pulse:
+            dt = (per_pulse - used) / watts
+            t += dt
+            left -= dt
+            used = 0.0
+            times.append(t)
+        used += watts * left
+        t += left
+
+    def energy(a: float, b: float) -> float:
+        """Ws used in [a, b]."""
+        total, start = 0.0, 0.0
+        for seconds, watts in steps:
+            lo, hi = max(a, start), min(b, start + seconds)
+            if hi > lo:
+                total += watts * (hi - lo)
+            start += seconds
+        return total
+
+    return times, energy, t
+
+
+def run_meter(meter: Meter, pulses: List[float], end: float, tick_s: float):
+    """Edges at the pulse times, ticks every tick_s; all readings in order."""
+    events = [(t, "edge") for t in pulses]
+    k = 1
+    while k * tick_s < end:
+        events.append((k * tick_s, "tick"))
+        k += 1
+    out = []
+    for t, kind in sorted(events):
+        ns = MONO0 + int(round(t * NS))
+        out += meter.edge(ns, wall_of(ns)) if kind == "edge" else meter.tick(ns)
+    return out
+
+
+@FAST
+@given(loads())
+def test_the_falling_bound_is_an_upper_bound_and_the_next_pulse_exact(load):
+    steps, ppk, fall, phase, tick_s = load
+    pulses, energy, end = true_pulses(steps, ppk, phase)
+    assume(len(pulses) >= 2)
+    cfg = MeterConfig(
+        pulses_per_kwh=ppk, debounce_ms=0.0, max_power_w=1e9, estimate_fall=fall
+    )
+    readings = run_meter(Meter(cfg), pulses, end, tick_s)
+    assert [r.pulses for r in readings if not r.estimate] == list(
+        range(1, len(pulses) + 1)
+    )
+    last_exact = None  # the last pulse's reading
+    since_pulse = []  # estimates since it
+    for r in readings:
+        t = r.time - WALL0
+        if not r.estimate:
+            if since_pulse:
+                # The truth at the next pulse: one pulse over its interval,
+                # below every bound published before it.
+                assert r.power_w == pytest.approx(
+                    power_from_interval(ppk, r.interval_s), rel=1e-12
+                )
+                assert all(r.power_w <= e.power_w * (1 + 1e-9) for e in since_pulse)
+            last_exact, since_pulse = r, []
+            continue
+        assert last_exact is not None and last_exact.power_w is not None
+        # Published only after a silence longer than the last interval.
+        assert r.interval_s > last_exact.interval_s
+        # Never below the true mean power since the last pulse ...
+        start = last_exact.time - WALL0
+        true_mean = energy(start, t) / (t - start)
+        assert r.power_w >= true_mean * (1 - 1e-9)
+        # ... and falling: each one a fraction `fall` below the one before.
+        before = since_pulse[-1].power_w if since_pulse else last_exact.power_w
+        assert r.power_w == pytest.approx(before * (1 - fall), rel=1e-6)
+        assert r.pulses == last_exact.pulses
+        assert r.energy_kwh == last_exact.energy_kwh
+        since_pulse.append(r)
+
+
+@FAST
+@given(loads())
+def test_estimates_do_not_depend_on_how_often_ticks_come(load):
+    steps, ppk, fall, phase, tick_s = load
+    pulses, _, end = true_pulses(steps, ppk, phase)
+    assume(len(pulses) >= 2)
+    cfg = MeterConfig(
+        pulses_per_kwh=ppk, debounce_ms=0.0, max_power_w=1e9, estimate_fall=fall
+    )
+    ticked = run_meter(Meter(cfg), pulses, end, tick_s)
+    edges_only = run_meter(Meter(cfg), pulses, end, end + 1)
+    # Without ticks, estimates after the last pulse never come.
+    last = max(i for i, r in enumerate(ticked) if not r.estimate)
+    assert edges_only == ticked[: last + 1]
+
+
+def test_example_estimates_fall_by_a_fifth():
+    m = Meter(MeterConfig(pulses_per_kwh=1000))
+    m.edge(0, 100.0)
+    m.edge(60 * NS, 160.0)  # 60 W
+    # Due when the silence is 60 s / 0.8 = 75 s long, stamped then.
+    assert m.tick(134 * NS) == []
+    (r,) = m.tick(136 * NS)
+    assert r == Reading(235.0, "main", 2, 0.002, 48.0, 75.0, True)
+    out = m.tick(200 * NS)
+    assert [round(e.power_w, 3) for e in out] == [38.4, 30.72]
+    assert [e.interval_s for e in out] == pytest.approx([93.75, 117.1875])
+    out = m.edge(300 * NS, 400.0)  # the rest due, then the truth
+    assert [round(e.power_w, 3) for e in out[:-1]] == [24.576, 19.661, 15.729]
+    assert out[-1] == Reading(400.0, "main", 3, 0.003, 15.0, 240.0, False)
+    assert m.tick(330 * NS) == []
+
+
+def test_example_idle_timeout_ends_the_estimates_with_0_w():
+    m = Meter(MeterConfig(idle_timeout_s=100))
+    m.edge(0, 100.0)
+    m.edge(60 * NS, 160.0)
+    out = m.tick(400 * NS)
+    assert [r.power_w for r in out] == pytest.approx([48.0, 38.4, 0.0])
+    assert all(r.estimate for r in out)
+    assert out[-1].time == 260.0
+
+
+def test_estimates_off():
+    m = Meter(MeterConfig(estimate_fall=0.0))
+    m.edge(0, 100.0)
+    m.edge(60 * NS, 160.0)
+    assert m.tick(100_000 * NS) == []

@@ -84,11 +84,15 @@ def test_three_meters_through_all_sinks(ws, servers, tmp_path):
 
     conn = sqlite3.connect(ws.data / "journal.sqlite3")
     counts = dict(conn.execute("SELECT name, pulses FROM meters"))
-    readings = dict(conn.execute("SELECT meter, count(*) FROM readings GROUP BY meter"))
+    readings = dict(
+        conn.execute(
+            "SELECT meter, count(*) FROM readings WHERE NOT estimate GROUP BY meter"
+        )
+    )
     known = dict(
         conn.execute(
             "SELECT meter, count(*) FROM readings WHERE power_w IS NOT NULL "
-            "GROUP BY meter"
+            "AND NOT estimate GROUP BY meter"
         )
     )
     conn.close()

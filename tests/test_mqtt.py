@@ -74,6 +74,7 @@ def test_replay_publishes_state_availability_and_discovery(ws, broker, tmp_path)
         "energy_kwh": 0.12,
         "power_w": 1800.0,
         "interval_s": 2.0,
+        "estimate": False,
     }
     assert msgs["power/house/availability"] == "offline"  # clean stop
 
@@ -91,7 +92,15 @@ def test_replay_publishes_state_availability_and_discovery(ws, broker, tmp_path)
         assert config["device"]["identifiers"] == ["power_house"]
         assert config["unique_id"].startswith("power_house_")
         assert config["value_template"].startswith("{{ value_json.")
+        # No attributes from the state topic: a row per reading in HA.
+        assert not any("attributes" in key for key in config)
     assert power["unique_id"] != energy["unique_id"]
+    # Entity ids on Home Assistant before 2025.10 (object_id) and after
+    # (default_entity_id): the same on both.
+    assert power["object_id"] == "power_house_power"
+    assert power["default_entity_id"] == "sensor.power_house_power"
+    assert energy["object_id"] == "power_house_energy"
+    assert energy["default_entity_id"] == "sensor.power_house_energy"
 
 
 def test_discovery_off_and_custom_prefix(ws, broker, tmp_path):
@@ -269,3 +278,39 @@ def test_online_and_discovery_before_the_first_pulse(ws, broker):
         os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not pid_alive(pid))
     assert retained(broker.port)["power/house/availability"] == "offline"
+
+
+def test_estimates_are_marked_in_the_state_and_energy_stays_counted(
+    ws, broker, tmp_path
+):
+    """Every state message says whether it is an estimate; the energy Home
+    Assistant reads never moves without a pulse."""
+    sub = require("mosquitto_sub", "mosquitto-clients")
+    pub = require("mosquitto_pub", "mosquitto-clients")
+    ws.write({"backend": "simulated"}, SINKS=[mqtt_sink(broker.port)])
+    topic = ["-h", "127.0.0.1", "-p", str(broker.port), "-t", "power/house/state"]
+    # A retained probe comes back first: then the listener is subscribed.
+    subprocess.run([pub, *topic, "-r", "-m", "{}"], check=True, timeout=10)
+    listener = subprocess.Popen([sub, *topic], stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == "{}"
+        times = [T0 + i * 2 for i in range(10)] + [T0 + 18 + 60, T0 + 18 + 62]
+        replay = write_replay(tmp_path / "p.txt", times)
+        # Paced, so the sink (which sends a batch's latest) sees the gap.
+        res = ws.power("--replay", str(replay), "--speed", "10", "--nodaemon")
+        assert res.returncode == 0, res.stderr
+    finally:
+        listener.terminate()
+        out, _ = listener.communicate(timeout=10)
+    states = [json.loads(line) for line in out.splitlines()]
+    pulses = [s for s in states if not s["estimate"]]
+    assert pulses[-1]["pulses"] == 12
+    assert all(s["energy_kwh"] == s["pulses"] / 1000 for s in pulses)
+    # 1800 W every 2 s, then a 60 s gap: the bound falls by a fifth up to
+    # 15 times (2 s / 0.8 ** 15 = 57 s), at most 1440 W, at least 60 W.
+    estimates = [s for s in states if s["estimate"]]
+    assert len(estimates) >= 2  # one commit a second: 6 s of gap
+    assert all(s["pulses"] == 10 and s["energy_kwh"] == 0.01 for s in estimates)
+    powers = [s["power_w"] for s in estimates]
+    assert powers == sorted(powers, reverse=True)
+    assert powers[0] <= 1440.0 and powers[-1] > 3600 / 60

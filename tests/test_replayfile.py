@@ -13,7 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from csvformat import COLUMNS, HEADER, csv_line, format_number, format_time, parse_time
+from csvformat import (
+    COLUMNS,
+    HEADER,
+    HEADER_V1,
+    csv_line,
+    format_number,
+    format_time,
+    parse_time,
+)
 from meter import Meter, MeterConfig, Reading
 from replayfile import ReplayFileError, count_pulses, read_pulses
 from sinks.file import FileSink
@@ -168,7 +176,8 @@ def test_undecodable_bytes_are_a_bad_line_not_a_crash(tmp_path):
 
 
 def csv_text(*rows: str) -> str:
-    return HEADER + "\n" + "\n".join(rows) + "\n"
+    """A CSV as a file sink before the estimate column wrote it."""
+    return HEADER_V1 + "\n" + "\n".join(rows) + "\n"
 
 
 def test_csv_header_is_recognised_and_idle_rows_skipped(tmp_path):
@@ -330,7 +339,7 @@ def test_csv_of_any_meter_run_replays_exactly_its_pulses(
         readings += meter.edge(t_ms * 1_000_000, 1714564800.0 + t_ms / 1000)
     path = tmp_path_factory.mktemp("csv") / "power.csv"
     path.write_text(HEADER + "\n" + "".join(csv_line(r) + "\n" for r in readings))
-    pulse_rows = [r for r in readings if r.power_w != 0.0]
+    pulse_rows = [r for r in readings if not r.estimate]
     got = [t for _, t in read_pulses(str(path))]
     assert len(got) == meter.pulses - start
     assert got == [parse_time(format_time(r.time)) for r in pulse_rows]
@@ -408,23 +417,32 @@ def test_format_then_parse_is_within_half_a_millisecond(t):
 
 def test_csv_line_exact():
     r = Reading(1714564803.6, "main", 2, 0.002, 1000.0, 3.6)
-    assert csv_line(r) == "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6"
+    assert csv_line(r) == "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6,0"
     r = Reading(1714564800.123, "grid", 12345, 12.345678901, 1234.5678, 2.9166666)
     assert csv_line(r) == (
+        "2024-05-01T12:00:00.123Z,grid,12345,12.345679,1234.57,2.917,0"
+    )
+    # A file begun before the estimate column goes on without it.
+    assert csv_line(r, False) == (
         "2024-05-01T12:00:00.123Z,grid,12345,12.345679,1234.57,2.917"
     )
+
+
+def test_csv_line_of_an_estimate():
+    r = Reading(1714564875.0, "main", 2, 0.002, 48.0, 75.0, True)
+    assert csv_line(r) == "2024-05-01T12:01:15.000Z,main,2,0.002,48,75,1"
 
 
 def test_csv_line_unknown_power_gives_empty_fields():
     r = Reading(1714564800.0, "main", 1, 0.001, None, None)
     line = csv_line(r)
-    assert line == "2024-05-01T12:00:00.000Z,main,1,0.001,,"
-    assert len(line.split(",")) == len(COLUMNS) == 6
+    assert line == "2024-05-01T12:00:00.000Z,main,1,0.001,,,0"
+    assert len(line.split(",")) == len(COLUMNS) == 7
 
 
 def test_csv_line_idle_reading_has_zero_power():
-    r = Reading(1714565100.0, "main", 1, 0.001, 0.0, 300.0)
-    assert csv_line(r) == "2024-05-01T12:05:00.000Z,main,1,0.001,0,300"
+    r = Reading(1714565100.0, "main", 1, 0.001, 0.0, 300.0, True)
+    assert csv_line(r) == "2024-05-01T12:05:00.000Z,main,1,0.001,0,300,1"
 
 
 def test_format_number():
@@ -467,11 +485,11 @@ def test_format_number_parses_back_within_its_places(value, places):
     energy=st.floats(-1e6, 1e9, allow_nan=False),
     power=st.one_of(st.none(), st.floats(0, 1e7, allow_nan=False)),
 )
-def test_csv_line_has_six_fields_and_parses_back(t_ms, name, pulses, energy, power):
+def test_csv_line_has_seven_fields_and_parses_back(t_ms, name, pulses, energy, power):
     interval = None if power is None else 1.0
     r = Reading(t_ms / 1000, name, pulses, energy, power, interval)
     fields = csv_line(r).split(",")
-    assert len(fields) == 6
+    assert len(fields) == 7 and fields[6] == "0"
     assert round(parse_time(fields[0]) * 1000) == t_ms
     assert fields[1] == name
     assert int(fields[2]) == pulses
@@ -481,3 +499,34 @@ def test_csv_line_has_six_fields_and_parses_back(t_ms, name, pulses, energy, pow
     else:
         assert abs(float(fields[4]) - power) <= 5e-3 + 1e-12 * power
         assert fields[5] == "1"
+
+
+def test_file_sink_goes_on_in_the_columns_of_an_older_file(tmp_path):
+    """A CSV begun before the estimate column keeps its six columns (the
+    header cannot change under its rows); a new file has seven."""
+    old = tmp_path / "old.csv"
+    old.write_text(HEADER_V1 + "\n2024-05-01T12:00:00.000Z,main,1,0.001,,\n")
+    new = tmp_path / "new.csv"
+    readings = [
+        Reading(1714564803.6, "main", 2, 0.002, 1000.0, 3.6),
+        Reading(1714564808.1, "main", 2, 0.002, 800.0, 4.5, True),
+    ]
+    for path in (old, new):
+        sink = FileSink("file", {"path": str(path)}, logging.getLogger("test"))
+        sink.open()
+        sink.write(readings)
+        sink.close()
+    assert old.read_text().splitlines()[1:] == [
+        "2024-05-01T12:00:00.000Z,main,1,0.001,,",
+        "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6",
+        "2024-05-01T12:00:08.100Z,main,2,0.002,800,4.5",
+    ]
+    assert new.read_text().splitlines() == [
+        HEADER,
+        "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6,0",
+        "2024-05-01T12:00:08.100Z,main,2,0.002,800,4.5,1",
+    ]
+    assert [t for _, t in read_pulses(str(old))] == pytest.approx(
+        [1714564800.0, 1714564803.6]
+    )
+    assert [t for _, t in read_pulses(str(new))] == pytest.approx([1714564803.6])

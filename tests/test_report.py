@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import power_cmd, write_replay
+from conftest import power_cmd, read_csv, write_replay
 
 DAY0 = 1_714_521_600.0  # 2024-05-01 00:00 UTC
 
@@ -125,3 +125,30 @@ def test_report_errors(ws, utc_env):
     assert res.returncode == 2
     res = report(ws, "--since", "2020-01-01", "--until", "2020-02-01", env=utc_env)
     assert res.returncode == 0 and "No readings" in res.stdout
+
+
+def test_base_load_is_the_lowest_hourly_energy_over_time(ws, utc_env):
+    """A known varying load, low at night: the base load is the lowest true
+    mean over a whole hour, and the peak the highest pulse; the estimates
+    published as the load falls count for neither."""
+    from loadmodel import bucket_means, pulse_times
+
+    seconds = 6 * 3600
+    # 40 W to 160 W through the hours, with a fridge's 120 W every 20 min.
+    watts = [
+        40.0 + 20.0 * (s // 3600) + (120.0 if s % 1200 < 300 else 0.0)
+        for s in range(seconds)
+    ]
+    replay(ws, pulse_times(watts, DAY0, 1000), utc_env)
+    assert any(r["estimate"] == "1" for r in read_csv(ws.csv))
+    res = report(
+        ws, "--since", "2024-05-01", "--until", "2024-05-02", "--by", "hour",
+        env=utc_env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    truth = bucket_means(watts, 3600)
+    base = next(line for line in res.stdout.splitlines() if "base load" in line)
+    # The first hour is not whole: the first pulse has no interval.
+    assert base.startswith(f"base load: {min(truth[1:]):.0f} W")  # 90 W
+    peak = next(line for line in res.stdout.splitlines() if "peak load" in line)
+    assert peak.startswith("peak load: 260 W")  # 140 W and the fridge

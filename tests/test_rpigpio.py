@@ -53,8 +53,13 @@ def gpio(monkeypatch):
 
 def meter_config(debounce_ms: float = DEBOUNCE_MS) -> MeterConfig:
     # max_power_w high: pulses GAP_S apart would be implausible at 30 kW.
+    # Pulses only: no estimates between them (their timing is the host's).
     return MeterConfig(
-        name="main", debounce_ms=debounce_ms, max_power_w=1e9, idle_timeout_s=0
+        name="main",
+        debounce_ms=debounce_ms,
+        max_power_w=1e9,
+        idle_timeout_s=0,
+        estimate_fall=0.0,
     )
 
 
@@ -464,6 +469,7 @@ def service_settings(tmp_path, **input_options):
             "debounce_ms": DEBOUNCE_MS,
             "max_power_w": 1e9,
             "idle_timeout_s": 0,
+            "estimate_fall": 0,  # pulses only: no estimates between them
         },
         "INPUT": {"backend": "rpigpio", "pin": 24, **input_options},
         "LEDS": {"detect": 18, "ready": 23, "blink_ms": 20},

@@ -477,6 +477,8 @@ def sample_readings():
     return [
         Reading(1714563000.0, "main", 1, 0.001, None, None),
         Reading(1714563003.6, "main", 2, 0.002, 1000.0, 3.6),
+        # No pulse for 4.5 s: the bound has fallen by a fifth (an estimate).
+        Reading(1714563008.1, "main", 2, 0.002, 800.0, 4.5, True),
     ]
 
 
@@ -505,7 +507,11 @@ def fields(what: str, prose: Dict[str, List[str]]) -> List[str]:
     if what == "influxdb":
         from sinks.influxdb import FIELDS, TAG
 
-        kinds = {float: "field, float", int: "field, integer"}
+        kinds = {
+            float: "field, float",
+            int: "field, integer",
+            bool: "field, boolean",
+        }
         rows = [[[f"``{TAG}``"], ["tag, with the sink's ``tags``"]]]
         rows += [[[f"``{name}``"], [kinds[kind]]] for name, kind in FIELDS.items()]
         return list_table(("Name", "Kind"), rows, (30, 70))

@@ -21,6 +21,8 @@ class ConsoleSink(Sink):
         lines = []
         for r in batch:
             power = "       ? W" if r.power_w is None else f"{r.power_w:8.1f} W"
+            if r.estimate:
+                power = f"<{power[1:]}"  # an upper bound, not a pulse's mean
             lines.append(
                 f"{format_time(r.time)}  {r.meter}  {power}  "
                 f"{r.energy_kwh:12.3f} kWh  pulse {r.pulses}\n"

@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 from typing import IO, Dict, List, Optional, Sequence
 
-from csvformat import COLUMNS, HEADER, csv_line
+from csvformat import HEADER, HEADER_V1, csv_line
 from meter import Reading
 from options import Option
 from sinks.base import Sink, SinkError
 
 TAIL_BYTES = 4096
+# The columns every version of the file has (a later column, such as
+# estimate, may be missing from a file begun before it existed).
+KEY_FIELDS = HEADER_V1.count(",") + 1
 
 
 def _not_a_directory(path: str) -> Optional[str]:
@@ -42,6 +45,7 @@ class FileSink(Sink):
         # For resume_after: the last line at open; "" for a file cut to
         # zero; None for a new file or one holding just its header.
         self._resume_line: Optional[str] = None
+        self._estimate_column = True  # False for a file begun before it existed
 
     def describe(self) -> str:
         return f"{self.name} ({self.path})"
@@ -57,7 +61,7 @@ class FileSink(Sink):
             return {}
         for raw in reversed(lines[1:] if len(lines) > 1 else lines):
             fields = raw.decode("utf-8", "replace").split(",")
-            if len(fields) >= len(COLUMNS) and fields[2].isdigit():
+            if len(fields) >= KEY_FIELDS and fields[2].isdigit():
                 return {fields[1]: int(fields[2])}
         return {}
 
@@ -75,16 +79,31 @@ class FileSink(Sink):
             if last is None:
                 f.write((HEADER + "\n").encode())
                 f.flush()
-            self._skip_through = None if last in (None, HEADER) else last
+            self._skip_through = None if last in (None, HEADER, HEADER_V1) else last
             # A file cut to zero lost its readings: all the journal holds go
             # again. One with just its header was started by this sink (or a
             # rotation): its saved position stands.
-            if existed and last != HEADER:
+            if existed and last not in (HEADER, HEADER_V1):
                 self._resume_line = "" if last is None else last
+            self._estimate_column = self._first_line(f) != HEADER_V1
+            if not self._estimate_column:
+                self.log.info(
+                    "%s was begun by an older version: its rows go on without "
+                    "the estimate column (estimates repeat the pulse count); "
+                    "move it aside to start a file with the column",
+                    self.path,
+                )
         except OSError as exc:
             f.close()
             raise SinkError(f"cannot prepare {self.path}: {exc.strerror}") from exc
         self._file = f
+
+    @staticmethod
+    def _first_line(f: IO[bytes]) -> str:
+        f.seek(0)
+        first = f.readline(len(HEADER) + 2).decode("utf-8", "replace").rstrip("\n")
+        f.seek(0, os.SEEK_END)
+        return first
 
     def _repair_tail(self, f: IO[bytes]) -> Optional[str]:
         """Return the last complete line (None for an empty file), cutting
@@ -122,9 +141,9 @@ class FileSink(Sink):
             meter, pulses = fields[1], int(fields[2])
         except (IndexError, ValueError):
             return None
-        key = fields[: len(COLUMNS)]
+        key = fields[:KEY_FIELDS]
         for seq, reading in reversed(find(meter, pulses)):
-            if csv_line(reading).split(",")[: len(COLUMNS)] == key:
+            if csv_line(reading).split(",")[:KEY_FIELDS] == key:
                 self._skip_through = None  # the position is known exactly
                 return seq
         self.log.warning(
@@ -137,8 +156,9 @@ class FileSink(Sink):
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self._file is None:  # closed by an earlier error: open it again
             self.open()
+        column = self._estimate_column
         try:
-            formatted = [csv_line(r) for r in batch]
+            formatted = [csv_line(r, column) for r in batch]
         except (OverflowError, OSError, ValueError) as exc:
             raise SinkError(
                 f"cannot write a reading to {self.path}: {exc}", bad_data=True

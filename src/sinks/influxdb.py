@@ -2,12 +2,13 @@
 endpoints), with the `influxdb` client package.
 
 Each reading becomes a point at the pulse's own time (ms precision), tagged
-with the meter name. Writing a point again after a crash is harmless: same
-series and time means the same point. Connection failures, timeouts and 5xx
-are retried by the runner; a 4xx that cannot heal (bad credentials) is
-reported with the server's words and retried only at the longest backoff; a
-400 for the points themselves (a field type conflict) has the runner skip
-just the refused points.
+with the meter name. An estimate between pulses becomes a point with
+`power_w` and `estimate` = true only, as it adds no energy. Writing a point
+again after a crash is harmless: same series and time means the same point.
+Connection failures, timeouts and 5xx are retried by the runner; a 4xx that
+cannot heal (bad credentials) is reported with the server's words and
+retried only at the longest backoff; a 400 for the points themselves (a
+field type conflict) has the runner skip just the refused points.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from sinks.base import Sink, SinkError
 # What a point carries (the manual lists them from here): the meter's name as
 # a tag, and fields named as the reading's attributes, with their types.
 TAG = "meter"
-FIELDS = {"power_w": float, "energy_kwh": float, "pulses": int}
+FIELDS = {"power_w": float, "energy_kwh": float, "pulses": int, "estimate": bool}
+# An estimate between pulses adds no energy: its point has power_w and
+# estimate = true only, so queries of energy (the dashboard's power panels)
+# see pulses only.
+PULSE_FIELDS = ("energy_kwh", "pulses")
 
 
 def _not_empty(value: str) -> Optional[str]:
@@ -111,7 +116,9 @@ class InfluxDBSink(Sink):
             fields: Dict[str, Any] = {}
             for name, kind in FIELDS.items():
                 value = getattr(r, name)
-                if value is not None:  # an unknown power is left out
+                if value is None or (r.estimate and name in PULSE_FIELDS):
+                    continue  # an unknown power; an estimate's energy
+                if name != "estimate" or value:
                     fields[name] = kind(value)
             out.append(
                 {

@@ -2,9 +2,11 @@
 monitor sent them.
 
 For each meter (the Librato source) and each `period_s`, one gauge
-`<prefix>.power_w` with count, sum, min and max of the readings' power, and
-one gauge `<prefix>.energy_kwh` with the period's latest energy, stamped at
-the start of the period. A period is submitted once it is closed: a later
+`<prefix>.power_w` with the count, min and max of the pulses' power and a
+sum chosen so that Librato's average (sum / count) is the period's
+time-weighted mean power (see aggregates), and one gauge
+`<prefix>.energy_kwh` with the period's latest energy, stamped at the start
+of the period. A period is submitted once it is closed: a later
 reading exists, its end is a few seconds past, or the input has ended (a
 replay is done; its last period may lie ahead of the clock when it ran
 faster than time). Readings of a period still
@@ -133,28 +135,45 @@ class LibratoSink(Sink):
     def aggregates(
         self, batch: Sequence[Reading]
     ) -> Dict[Tuple[str, int], Dict[str, Any]]:
-        """(meter, period start) -> power aggregate and latest energy."""
+        """(meter, period start) -> power aggregate and latest energy.
+
+        Librato shows a gauge's average as sum / count. A plain sum of
+        readings would weight busy stretches by their pulse count, so the
+        sum sent is count times the time-weighted mean: each pulse's power
+        weighted by the part of its interval inside the period. Min and max
+        stay the extreme readings; estimates between pulses are left out
+        (they are bounds, and add no energy)."""
         period = self.options["period_s"]
         out: Dict[Tuple[str, int], Dict[str, Any]] = {}
         for r in batch:
-            key = (r.meter, int(r.time - r.time % period))
-            agg = out.setdefault(key, {"power": None, "energy": r.energy_kwh})
+            start = int(r.time - r.time % period)
+            agg = out.setdefault((r.meter, start), {"power": None, "energy": 0.0})
             agg["energy"] = r.energy_kwh
-            if r.power_w is None:
+            if r.power_w is None or r.estimate or not r.interval_s:
                 continue
+            covered = min(r.time, start + period) - max(r.time - r.interval_s, start)
             p = agg["power"]
             if p is None:
-                agg["power"] = {
-                    "count": 1,
-                    "sum": r.power_w,
+                p = agg["power"] = {
+                    "count": 0,
                     "min": r.power_w,
                     "max": r.power_w,
+                    "energy": 0.0,
+                    "time": 0.0,
                 }
-            else:
-                p["count"] += 1
-                p["sum"] += r.power_w
-                p["min"] = min(p["min"], r.power_w)
-                p["max"] = max(p["max"], r.power_w)
+            p["count"] += 1
+            p["min"] = min(p["min"], r.power_w)
+            p["max"] = max(p["max"], r.power_w)
+            p["energy"] += r.power_w * max(covered, 0.0)
+            p["time"] += max(covered, 0.0)
+        for agg in out.values():
+            p = agg["power"]
+            if p is not None:
+                mean = p.pop("energy") / p["time"] if p["time"] > 0 else p["max"]
+                del p["time"]
+                # Within [min, max] despite rounding: Librato checks it.
+                mean = min(max(mean, p["min"]), p["max"])
+                p["sum"] = mean * p["count"]
         return out
 
     def write(self, batch: Sequence[Reading]) -> Optional[int]:

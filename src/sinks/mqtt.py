@@ -100,7 +100,15 @@ def _check_prefix(value: str) -> Optional[str]:
 
 
 # The keys of the state JSON, in order (the manual lists them from here).
-STATE_FIELDS = ("time", "meter", "pulses", "energy_kwh", "power_w", "interval_s")
+STATE_FIELDS = (
+    "time",
+    "meter",
+    "pulses",
+    "energy_kwh",
+    "power_w",
+    "interval_s",
+    "estimate",
+)
 
 
 def state_payload(r: Reading) -> str:
@@ -111,6 +119,7 @@ def state_payload(r: Reading) -> str:
         round(r.energy_kwh, 6),
         None if r.power_w is None else round(r.power_w, 2),
         None if r.interval_s is None else round(r.interval_s, 3),
+        bool(r.estimate),
     )
     return json.dumps(dict(zip(STATE_FIELDS, values)), separators=(",", ":"))
 
@@ -132,7 +141,8 @@ def discovery_configs(
         "availability_topic": f"{prefix}/{meter}/availability",
         "payload_available": "online",
         "payload_not_available": "offline",
-        "json_attributes_topic": f"{prefix}/{meter}/state",
+        # No json_attributes_topic: on the state topic it would make Home
+        # Assistant store a row of attributes with every reading.
         "device": device,
     }
     sensors = {
@@ -158,7 +168,11 @@ def discovery_configs(
         config = {
             **sensor,
             "unique_id": f"{node}_{key}",
-            # (object_id, its predecessor, stopped working in HA 2026.4.)
+            # The entity id: Home Assistant before 2025.10 reads object_id
+            # only; 2025.10 and later read default_entity_id, which wins
+            # when both are there (object_id is dropped in 2026.4). Each
+            # version ignores the key it does not know.
+            "object_id": f"{node}_{key}",
             "default_entity_id": f"sensor.{node}_{key}",
             **common,
         }

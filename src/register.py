@@ -1,0 +1,325 @@
+"""`power.py register KWH`: readings of the meter's own register, so the
+total power reports is the number on the meter, and drift is noticed.
+
+The first reading of a meter sets its offset so that energy_kwh equals the
+register at that moment. Later readings are kept and compared: the drift
+since the reading before is the register's advance less the pulses counted
+in between, in kWh, in per cent of that advance and in pulses missed (or
+extra). `--rebase` makes a later reading set the offset again. Once a meter
+has a register reading, its offset comes from the journal and wins over
+METER['energy_offset_kwh'].
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Iterable, List, Optional
+
+from csvformat import format_time
+from options import SettingsError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS registers (
+    seq INTEGER PRIMARY KEY,
+    meter TEXT NOT NULL,
+    time REAL NOT NULL,
+    register_kwh REAL NOT NULL,
+    resolution_kwh REAL NOT NULL,
+    pulses INTEGER NOT NULL,
+    offset_kwh REAL NOT NULL,
+    rebase INTEGER NOT NULL
+);
+"""
+
+
+class RegisterError(Exception):
+    """A reading that cannot be recorded; the message says why (exit 1)."""
+
+
+@dataclass(frozen=True)
+class RegisterReading:
+    meter: str
+    time: float
+    register_kwh: float
+    resolution_kwh: float  # the last digit the user typed
+    pulses: int  # the meter's count at that time
+    offset_kwh: float  # in force from this reading on
+    rebase: bool
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A reading against the one before it (or the base it was set from)."""
+
+    reading: RegisterReading
+    previous: RegisterReading
+    pulses_per_kwh: float
+
+    @property
+    def register_advance_kwh(self) -> float:
+        return self.reading.register_kwh - self.previous.register_kwh
+
+    @property
+    def counted_kwh(self) -> float:
+        return (self.reading.pulses - self.previous.pulses) / self.pulses_per_kwh
+
+    @property
+    def drift_kwh(self) -> float:
+        """Positive: the meter advanced more than power counted."""
+        return self.register_advance_kwh - self.counted_kwh
+
+    @property
+    def drift_percent(self) -> Optional[float]:
+        advance = self.register_advance_kwh
+        return None if advance <= 0 else 100.0 * self.drift_kwh / advance
+
+    @property
+    def pulses(self) -> int:
+        """Pulses missed (positive) or extra (negative)."""
+        return int(round(self.drift_kwh * self.pulses_per_kwh))
+
+    @property
+    def energy_kwh(self) -> float:
+        """What energy_kwh said at the reading, with the offset then."""
+        return self.previous.offset_kwh + self.reading.pulses / self.pulses_per_kwh
+
+    @property
+    def off_kwh(self) -> float:
+        """The register less energy_kwh at the reading."""
+        return self.reading.register_kwh - self.energy_kwh
+
+    @property
+    def rebase_advised(self) -> bool:
+        """energy_kwh is off by more than the register's last digit."""
+        return abs(self.off_kwh) > self.reading.resolution_kwh + 1e-9
+
+    def lines(self) -> List[str]:
+        r = self.reading
+        percent = self.drift_percent
+        share = "" if percent is None else f", {percent:+.2f} %"
+        kind = "missed" if self.pulses >= 0 else "extra"
+        out = [
+            f"register {r.meter}: {r.register_kwh:g} kWh at {format_time(r.time)}; "
+            f"since the reading of {format_time(self.previous.time)}: "
+            f"drift {self.drift_kwh:+.3f} kWh{share} ({abs(self.pulses)} pulses "
+            f"{kind})"
+        ]
+        if r.rebase:
+            out.append(f"register {r.meter}: re-based: energy_kwh was set to it")
+        elif self.rebase_advised:
+            out.append(
+                f"register {r.meter}: energy_kwh was {self.energy_kwh:.3f} kWh, "
+                f"off by {self.off_kwh:+.3f} kWh: re-base with "
+                f"'power.py register {r.register_kwh:g} --meter {r.meter} "
+                f"--at {format_local(r.time)} --rebase'"
+            )
+        else:
+            out.append(
+                f"register {r.meter}: energy_kwh matches it within the "
+                f"register's last digit ({r.resolution_kwh:g} kWh): no need to "
+                "re-base"
+            )
+        return out
+
+
+def format_local(t: float) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+def has_table(conn: sqlite3.Connection) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'registers'"
+    ).fetchone()
+    return row is not None
+
+
+def readings(conn: sqlite3.Connection, meter: str) -> List[RegisterReading]:
+    """A meter's register readings, oldest first (none in an old journal)."""
+    if not has_table(conn):
+        return []
+    rows = conn.execute(
+        "SELECT meter, time, register_kwh, resolution_kwh, pulses, offset_kwh, "
+        "rebase FROM registers WHERE meter = ? ORDER BY seq",
+        (meter,),
+    ).fetchall()
+    return [RegisterReading(*r[:6], bool(r[6])) for r in rows]
+
+
+def offset(conn: sqlite3.Connection, meter: str) -> Optional[float]:
+    """The offset the register readings set (None: none recorded)."""
+    if not has_table(conn):
+        return None
+    row = conn.execute(
+        "SELECT offset_kwh FROM registers WHERE meter = ? ORDER BY seq DESC LIMIT 1",
+        (meter,),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def latest_drift(
+    conn: sqlite3.Connection, meter: str, pulses_per_kwh: float
+) -> Optional[Drift]:
+    """The newest reading against the one before it (None: fewer than two)."""
+    found = readings(conn, meter)
+    if len(found) < 2:
+        return None
+    return Drift(found[-1], found[-2], pulses_per_kwh)
+
+
+def status_lines(
+    conn: sqlite3.Connection, meters: Iterable[str], ppk: dict
+) -> List[str]:
+    """What --status and the report say about each meter's register."""
+    out = []
+    for meter in meters:
+        found = readings(conn, meter)
+        if not found:
+            continue
+        if len(found) == 1:
+            r = found[0]
+            out.append(
+                f"register {meter}: {r.register_kwh:g} kWh at {format_time(r.time)} "
+                "set the offset; no later reading to compare yet"
+            )
+            continue
+        out += Drift(found[-1], found[-2], ppk.get(meter, 1000.0)).lines()
+    return out
+
+
+def resolution(text: str) -> float:
+    """The value of the last digit typed: '12345.6' -> 0.1, '12345' -> 1."""
+    _, _, decimals = text.strip().partition(".")
+    return 10.0 ** -len(decimals)
+
+
+def parse_kwh(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1e12:  # NaN too
+        raise SettingsError(
+            f"register {text!r}: expected the meter's reading in kWh, like 12345.6"
+        )
+    return value
+
+
+def parse_at(text: str) -> float:
+    """A local time (the meter's clock is the wall's) as epoch seconds."""
+    for fmt in (
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ):
+        try:
+            return dt.datetime.strptime(text, fmt).timestamp()
+        except ValueError:
+            continue
+    raise SettingsError(
+        f"--at {text!r}: expected a local time like 2024-05-01T18:30 or "
+        "2024-05-01T18:30:15"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="power.py register",
+        description="Record a reading of the meter's register: the first sets "
+        "energy_kwh to it, later ones show the drift.",
+    )
+    p.add_argument("kwh", metavar="KWH", help="the meter's display, e.g. 12345.6")
+    p.add_argument("--settings", metavar="PATH", help="settings file, as for power.py")
+    p.add_argument("--meter", metavar="NAME", help="the meter (with several)")
+    p.add_argument("--at", metavar="TIME", help="local time it was read (default: now)")
+    p.add_argument(
+        "--rebase",
+        action="store_true",
+        help="set energy_kwh to this reading even if it is not the first",
+    )
+    return p
+
+
+def pulses_at(conn: sqlite3.Connection, meter: str, when: float) -> int:
+    """The meter's cumulative count at `when`, from the journal."""
+    row = conn.execute(
+        "SELECT pulses FROM readings WHERE meter = ? AND time <= ? "
+        "ORDER BY seq DESC LIMIT 1",
+        (meter, when),
+    ).fetchone()
+    if row is not None:
+        return row[0]
+    first = conn.execute(
+        "SELECT min(time) FROM readings WHERE meter = ?", (meter,)
+    ).fetchone()[0]
+    if first is not None:
+        raise RegisterError(
+            f"no reading of meter {meter} at or before {format_time(when)} in the "
+            f"journal (it starts at {format_time(first)}); give a later --at"
+        )
+    return 0  # nothing counted yet: the reading is the start
+
+
+FUTURE_S = 60.0  # a clock a little ahead is fine; a date next year is a typo
+
+
+def record(
+    conn: sqlite3.Connection,
+    meter: str,
+    text: str,
+    when: float,
+    pulses_per_kwh: float,
+    settings_offset: float,
+    rebase: bool,
+) -> List[str]:
+    """Store a register reading; return what to tell the user. Raises
+    SettingsError for bad usage, RegisterError when the journal cannot
+    answer."""
+    kwh = parse_kwh(text)
+    if when > time.time() + FUTURE_S:
+        raise SettingsError(
+            f"--at {format_time(when)} is in the future; give the time the "
+            "register was read"
+        )
+    ensure_schema(conn)
+    conn.execute("BEGIN IMMEDIATE")  # one writer against the daemon's commits
+    try:
+        found = readings(conn, meter)
+        if found and when < found[-1].time:
+            raise SettingsError(
+                f"--at {format_time(when)} is before the newest register reading "
+                f"of meter {meter} ({format_time(found[-1].time)}): readings "
+                "are compared in time order; give a later time"
+            )
+        pulses = pulses_at(conn, meter, when)
+        before = found[-1].offset_kwh if found else settings_offset
+        sets = rebase or not found
+        new_offset = kwh - pulses / pulses_per_kwh if sets else before
+        reading = RegisterReading(
+            meter, when, kwh, resolution(text), pulses, new_offset, sets
+        )
+        conn.execute(
+            "INSERT INTO registers (meter, time, register_kwh, resolution_kwh, "
+            "pulses, offset_kwh, rebase) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (meter, when, kwh, reading.resolution_kwh, pulses, new_offset, int(sets)),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if not found:
+        return [
+            f"register {meter}: {kwh:g} kWh at {format_time(when)}: energy_kwh "
+            f"now equals it (offset {new_offset:.3f} kWh, was {before:g}; it "
+            "wins over METER['energy_offset_kwh'])"
+        ]
+    return Drift(reading, found[-1], pulses_per_kwh).lines()
