@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from meter import Reading
+from replayfile import LATEST
 
 FILENAME = "journal.sqlite3"
 MARK_FILENAME = "journal.mark"  # the high-water mark, beside the journal
@@ -383,10 +384,12 @@ class Journal:
     def last_pulse_time(self, meter: str) -> Optional[float]:
         """The time of the meter's newest counted pulse (None if none): a
         replay must not count a pulse at or before it again."""
+        # A time no pulse can have (a row left by an older version that
+        # accepted it) is not the newest pulse.
         row = self.conn.execute(
             "SELECT time FROM readings WHERE meter = ? AND NOT estimate "
-            "ORDER BY seq DESC LIMIT 1",
-            (meter,),
+            "AND time < ? ORDER BY seq DESC LIMIT 1",
+            (meter, LATEST),
         ).fetchone()
         if row is None:  # pruned to the newest row, which is an estimate
             row = self.conn.execute(
