@@ -425,7 +425,7 @@ class Journal:
                 # A lost journal: sequence numbers go on above the mark.
                 conn.execute(
                     "INSERT INTO readings (seq, time, meter, pulses, energy_kwh,"
-                    " power_w, interval_s) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " power_w, interval_s, estimate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (self._seq_floor + 1, *rows[0]),
                 )
                 rows_after = rows[1:]
@@ -674,6 +674,11 @@ def salvage(src: str, dst: str) -> Tuple[int, int]:
     target = sqlite3.connect(dst, isolation_level=None)
     try:
         target.executescript(SCHEMA)
+        _add_estimate_column(target)
+        try:
+            wanted = columns(source)  # an older journal has no estimate column
+        except sqlite3.DatabaseError:
+            wanted = COLUMNS
         for table in ("meters", "cursors"):
             try:
                 rows = source.execute(f"SELECT * FROM {table}").fetchall()
@@ -693,7 +698,7 @@ def salvage(src: str, dst: str) -> Tuple[int, int]:
             a, b = pending.pop()
             try:
                 rows = source.execute(
-                    f"SELECT {COLUMNS} FROM readings WHERE seq >= ? AND seq < ?",
+                    f"SELECT {wanted} FROM readings WHERE seq >= ? AND seq < ?",
                     (a, b),
                 ).fetchall()
             except sqlite3.DatabaseError:
@@ -705,7 +710,8 @@ def salvage(src: str, dst: str) -> Tuple[int, int]:
                 continue
             target.execute("BEGIN")
             target.executemany(
-                f"INSERT INTO readings ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                f"INSERT INTO readings ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
             target.execute("COMMIT")
             copied += len(rows)
