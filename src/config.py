@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Type
 from inputs.base import InputBackend
 from inputs.registry import backend_class
 from meter import MeterConfig
+from metrics import MetricsSetup
+from metrics import parse as parse_metrics
 from options import Option, SettingsError, show, validate
 from sinks.base import COMMON_OPTIONS, Sink
 from sinks.registry import sink_class
@@ -64,6 +66,7 @@ TOP_LEVEL = {
     "LOG_LEVEL",
     "RETENTION_DAYS",
     "DRAIN_TIMEOUT_S",
+    "METRICS",
 }
 
 DEFAULT_DATA_DIR = "/var/lib/power"
@@ -103,6 +106,7 @@ class Settings:
     retention_days: float = 90.0
     drain_timeout_s: float = 60.0
     secrets: List[str] = field(default_factory=list)
+    metrics: Optional[MetricsSetup] = None  # Prometheus; None is off
 
 
 def default_settings_path(script_dir: str) -> str:
@@ -269,6 +273,7 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
             "DRAIN_TIMEOUT_S", values.get("DRAIN_TIMEOUT_S", 60), 0, 86400
         ),
         secrets=_secrets(sinks),
+        metrics=parse_metrics(values.get("METRICS")),
     )
 
 

@@ -22,6 +22,7 @@ if HERE not in sys.path:
 import account  # noqa: E402
 import config  # noqa: E402
 import logsetup  # noqa: E402
+import metrics  # noqa: E402
 import pidcheck  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
@@ -242,6 +243,11 @@ def preflight(settings: config.Settings, logfile: Optional[str] = None) -> None:
             m.input_class.preflight(m.input_options)
         except InputError as exc:
             raise SettingsError(str(exc)) from None
+    if settings.metrics is not None:
+        try:
+            metrics.check_port(settings.metrics)
+        except metrics.PortInUseError as exc:
+            raise StartError(str(exc)) from None
 
 
 def give_to(
