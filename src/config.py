@@ -182,8 +182,9 @@ def _secrets(sinks: List[SinkSetup]) -> List[str]:
     for sink in sinks:
         for key, option in sink.cls.OPTIONS.items():
             value = sink.options.get(key)
-            if option.secret and isinstance(value, str) and value:
-                found.append(value)
+            values = value.values() if isinstance(value, dict) else [value]
+            if option.secret:
+                found += [v for v in values if isinstance(v, str) and v]
     return found
 
 
@@ -243,6 +244,8 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
     if not isinstance(given_sinks, (list, tuple)):
         raise SettingsError(f"SINKS = {show(given_sinks)}: expected a list of dicts")
     sinks = [_sink(f"SINKS[{i}]", s) for i, s in enumerate(given_sinks)]
+    for i, sink in enumerate(sinks):
+        sink.cls.check(f"SINKS[{i}]", sink.options, names)
     sink_names = [s.name for s in sinks]
     for i, name in enumerate(sink_names):
         if sink_names.index(name) != i:

@@ -161,8 +161,15 @@ class Mosquitto(Server):
     """mosquitto without persistence, plain or with TLS, on a free port."""
 
     def __init__(
-        self, tmp: Path, tls: Optional[Dict[str, str]] = None, port: int = 0
+        self,
+        tmp: Path,
+        tls: Optional[Dict[str, str]] = None,
+        port: int = 0,
+        verbose: bool = False,
+        persistence: bool = False,
     ) -> None:
+        """verbose: log every connect (with its username) and publish;
+        persistence: sessions and queued messages survive a restart."""
         binary = require("mosquitto", "mosquitto")
         port = port or free_port()
         tmp.mkdir(parents=True, exist_ok=True)
@@ -170,12 +177,16 @@ class Mosquitto(Server):
         lines = [
             f"listener {port} 127.0.0.1",
             "allow_anonymous true",
-            "persistence false",
+            "persistence true" if persistence else "persistence false",
             "log_dest stdout",
             "log_type error",
             "log_type warning",
             "log_type notice",
         ]
+        if persistence:
+            lines.append(f"persistence_location {tmp}/")
+        if verbose:
+            lines += ["log_type information", "log_type debug"]
         if os.geteuid() == 0:
             # Started as root, mosquitto would become user 'mosquitto' and
             # lose access to the test's private temp directory.
