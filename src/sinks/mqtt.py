@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import ssl
 import threading
@@ -28,6 +29,7 @@ from sinks.base import Sink, SinkError
 
 CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 10.0
+RECONNECT_MIN_S = 1.0  # first reconnect after 1 to 3 s, then doubling
 
 TLS_OPTIONS = {
     "ca_certs": Option("path", None, nullable=True),
@@ -169,7 +171,12 @@ class Connection:
                 ) from None
             if t["insecure"]:
                 client.tls_insecure_set(True)
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        # paho retries a lost connection after min_delay, doubling up to
+        # max_delay, with no jitter of its own: a random first delay per
+        # connection keeps a fleet from reconnecting in lockstep after a
+        # broker restart (paho takes a float here).
+        first = random.Random().uniform(RECONNECT_MIN_S, 3 * RECONNECT_MIN_S)
+        client.reconnect_delay_set(min_delay=first, max_delay=60)
         client.max_queued_messages_set(100)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
