@@ -336,6 +336,7 @@ class Fleet:
 
         self._wait("every meter online", all_online, 120, 1)
         run_start = time.monotonic()
+        at_start = influx_stats(influx)
         cpu0 = {d.site: procfs.cpu_ticks_s(d.pid) for d in self.daemons}
         self.say(f"all {n_meters} meters online; running {c.warmup_s:g} s")
         time.sleep(c.warmup_s)
@@ -401,9 +402,10 @@ class Fleet:
         msgs = sys_counter(broker.port, "$SYS/broker/messages/received")
         nbytes = sys_counter(broker.port, "$SYS/broker/bytes/received")
         after = influx_stats(influx)
-        points = before["points"] + after["points"]
-        body = before["bytes"] + after["bytes"]
-        writes = before["writes"] + after["writes"]
+        # InfluxDB's counters restart with it: the run before it stopped,
+        # plus everything since it came back.
+        took = {k: before[k] - at_start[k] + after[k] for k in after}
+        points, body, writes = took["points"], took["bytes"], took["writes"]
         cpu = [
             (procfs.cpu_ticks_s(d.pid) - cpu0[d.site]) / elapsed for d in self.daemons
         ]

@@ -95,9 +95,13 @@ def build(
     """Stream the readings in [since, until) into per-meter reports."""
     reports: Dict[str, MeterReport] = {}
     previous: Dict[str, int] = {}
-    names = (
-        [meter] if meter else [r[0] for r in conn.execute("SELECT name FROM meters")]
-    )
+    known = [r[0] for r in conn.execute("SELECT name FROM meters ORDER BY name")]
+    if meter and meter not in known:
+        raise SettingsError(
+            f"--meter {meter!r}: the journal has no meter of that name; it has "
+            + (", ".join(repr(n) for n in known) if known else "none yet")
+        )
+    names = [meter] if meter else known
     for name in names:
         row = conn.execute(
             "SELECT pulses FROM readings WHERE meter = ? AND time < ? "

@@ -43,6 +43,7 @@ class InfluxDBSink(Sink):
         "timeout_s": Option("number", 10.0, minimum=0.1, maximum=600.0),
         "create_database": Option("bool", True),
     }
+    PACKAGES = {"influxdb": "influxdb", "requests": "requests"}
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)

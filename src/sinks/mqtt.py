@@ -314,6 +314,7 @@ class MQTTSink(Sink):
         "client_id": Option("str", None, nullable=True),
         "keepalive_s": Option("int", 60, minimum=5, maximum=3600),
     }
+    PACKAGES = {"paho.mqtt": "paho-mqtt"}
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)

@@ -128,6 +128,7 @@ class _Device(Connection):
 
 
 class ThingsBoardSink(Sink):
+    PACKAGES = {"paho.mqtt": "paho-mqtt"}
     OPTIONS = {
         "host": Option("str", "localhost"),
         "port": Option("int", 1883, minimum=1, maximum=65535),

@@ -1,0 +1,21 @@
+"""Sphinx settings for the manual of power (built by ``make docs``)."""
+
+import pathlib
+import runpy
+
+_SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
+
+project = "power"
+author = "the power authors"
+copyright = "the power authors"
+# One version, the program's own: the manual describes what --version prints.
+release = version = runpy.run_path(str(_SRC / "version.py"))["VERSION"]
+
+extensions: list = []
+root_doc = "index"
+exclude_patterns = ["_build", "requirements.txt"]
+# Code blocks name their language; a bare ``::`` block is plain text.
+highlight_language = "none"
+html_theme = "alabaster"
+html_title = f"power {release}"
+html_show_sourcelink = False
