@@ -46,9 +46,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+# Appended, not prepended: under pytest, bench/sinks.py must not hide the
+# sinks package of src/.
 for _path in (os.path.join(ROOT, "tests"), HERE):
     if _path not in sys.path:
-        sys.path.insert(0, _path)
+        sys.path.append(_path)
 
 import procfs  # noqa: E402
 from servers import Influx, Mosquitto, free_port, require  # noqa: E402
@@ -132,17 +134,18 @@ def scrape(port: int) -> Dict[str, float]:
 
 
 def sys_counter(port: int, topic: str, timeout: float = 15.0) -> Optional[int]:
-    """One of mosquitto's $SYS counters (published every 10 s)."""
+    """One of mosquitto's $SYS counters, fresh: the second message, as the
+    first is the retained one (the broker runs with sys_interval 1)."""
     sub = require("mosquitto_sub", "mosquitto-clients")
     res = subprocess.run(
-        [sub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-C", "1"]
+        [sub, "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-C", "2"]
         + ["-W", str(int(timeout))],
         capture_output=True,
         text=True,
         timeout=timeout + 5,
     )
-    text = res.stdout.strip()
-    return int(text) if text.isdigit() else None
+    text = res.stdout.split()[-1:] or [""]
+    return int(text[0]) if text[0].isdigit() else None
 
 
 def retained(port: int, topic: str = "#", wait_s: int = 3) -> Dict[str, str]:
@@ -304,7 +307,8 @@ class Fleet:
 
     def run(self) -> Result:
         r = self.result
-        self.broker = Mosquitto(self.dir / "mqtt")
+        # $SYS counters every second, for the load figures.
+        self.broker = Mosquitto(self.dir / "mqtt", extra=["sys_interval 1"])
         self.influx = Influx(self.dir / "influx")
         self.broker.start()
         self.influx.start()

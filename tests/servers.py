@@ -167,9 +167,11 @@ class Mosquitto(Server):
         port: int = 0,
         verbose: bool = False,
         persistence: bool = False,
+        extra: List[str] = (),
     ) -> None:
         """verbose: log every connect (with its username) and publish;
-        persistence: sessions and queued messages survive a restart."""
+        persistence: sessions and queued messages survive a restart;
+        extra: more lines for mosquitto.conf."""
         binary = require("mosquitto", "mosquitto")
         port = port or free_port()
         tmp.mkdir(parents=True, exist_ok=True)
@@ -187,6 +189,7 @@ class Mosquitto(Server):
             lines.append(f"persistence_location {tmp}/")
         if verbose:
             lines += ["log_type information", "log_type debug"]
+        lines += list(extra)
         if os.geteuid() == 0:
             # Started as root, mosquitto would become user 'mosquitto' and
             # lose access to the test's private temp directory.

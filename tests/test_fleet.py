@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+# Appended: bench/sinks.py must not hide src/sinks from the other tests.
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
 
 from fleet import Fleet, FleetConfig  # noqa: E402
 
