@@ -351,3 +351,31 @@ def test_payloads_stay_below_thingsboards_message_limit():
             for e in (json.loads(p)["house"] if gateway else json.loads(p))
         ]
         assert items == [telemetry(r) for r in readings]
+
+
+def test_a_refused_token_is_logged_once_without_the_token(ws, tmp_path):
+    # As ThingsBoard refuses an unknown access token; here a broker that
+    # admits nobody. The file sink goes on; the token never reaches the log.
+    broker = Mosquitto(tmp_path / "closed", extra=["allow_anonymous false"])
+    broker.start()
+    try:
+        ws.write(
+            {"backend": "simulated"},
+            SINKS=[
+                {"type": "file", "path": str(ws.csv)},
+                tb_sink(broker.port, token="Wrong-Token-55"),
+            ],
+            DRAIN_TIMEOUT_S=2,
+        )
+        replay = write_replay(tmp_path / "p.txt", [T0 + i for i in range(20)])
+        res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-v")
+    finally:
+        broker.stop()
+    assert res.returncode == 1  # the ThingsBoard sink could not drain
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
+    refused = [line for line in errors if "refused the connection" in line]
+    assert len(refused) == 1, errors
+    assert "ThingsBoard 127.0.0.1" in refused[0]
+    assert "Not authorized" in refused[0] or "not authorised" in refused[0].lower()
+    assert "Wrong-Token-55" not in res.stderr
+    assert len(pulse_rows(read_csv(ws.csv))) == 20

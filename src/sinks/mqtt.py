@@ -149,6 +149,7 @@ class Connection:
         self.where = f"MQTT broker {options['host']}:{options['port']}"
         self.connected = threading.Event()
         self.refused: Optional[str] = None
+        self._answered = threading.Event()  # CONNACK, accepted or not
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -195,7 +196,8 @@ class Connection:
         except (OSError, ValueError) as exc:
             raise SinkError(f"{self.where}: cannot connect ({exc})") from None
         self.client.loop_start()
-        if not self.connected.wait(CONNECT_TIMEOUT_S):
+        self._answered.wait(CONNECT_TIMEOUT_S)
+        if not self.connected.is_set():
             refused = self.refused
             self.close(clean=False)
             if refused:
@@ -207,10 +209,12 @@ class Connection:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.refused = str(reason_code)
+            self._answered.set()
             return
         self.refused = None
         self.on_connected(client)
         self.connected.set()
+        self._answered.set()
 
     def on_connected(self, client) -> None:
         """Called on every (re)connect, in the network thread."""
