@@ -55,4 +55,4 @@ docs: $(DOCS_STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis docs/_build
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis docs/_build docs/_generated

@@ -139,8 +139,9 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see {PROG} -h)\n")
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """The command line, as documented in DESIGN.md and docs/service.rst."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, as documented in DESIGN.md and docs/service.rst (the
+    manual's reference is made from this parser)."""
     p = ArgumentParser(
         prog=PROG,
         description="Install power as a service: /etc/init.d/power (LSB init "
@@ -208,7 +209,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         action="store_true",
         help="print every action, change nothing",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def default_python() -> str:

@@ -2,8 +2,12 @@
 
 import pathlib
 import runpy
+import sys
 
-_SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
+_DOCS = pathlib.Path(__file__).resolve().parent
+_SRC = _DOCS.parent / "src"
+# Our extensions (docs/_ext) draw and generate what the code can tell.
+sys.path.insert(0, str(_DOCS / "_ext"))
 
 project = "power"
 author = "the power authors"
@@ -11,9 +15,9 @@ copyright = "the power authors"
 # One version, the program's own: the manual describes what --version prints.
 release = version = runpy.run_path(str(_SRC / "version.py"))["VERSION"]
 
-extensions: list = []
+extensions = ["schematics", "powerref"]
 root_doc = "index"
-exclude_patterns = ["_build", "requirements.txt"]
+exclude_patterns = ["_build", "_generated", "requirements.txt"]
 # Code blocks name their language; a bare ``::`` block is plain text.
 highlight_language = "none"
 html_theme = "alabaster"

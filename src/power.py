@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The main parser: running, --kill and --status. Subcommands have
     their own (SUBCOMMANDS), listed in its epilog."""
     commands = "\n".join(
-        f"  {name:<10} {help_text}" for name, (help_text, _) in SUBCOMMANDS.items()
+        f"  {name:<10} {entry[0]}" for name, entry in SUBCOMMANDS.items()
     )
     p = ArgumentParser(
         prog="power.py",
@@ -589,9 +589,21 @@ def report_main(argv: List[str]) -> int:
         return fail(EXIT_USAGE, str(exc))
 
 
-# Subcommands: name -> (one line of help, entry point taking its arguments).
+def report_parser() -> argparse.ArgumentParser:
+    import report
+
+    return report.build_parser()
+
+
+# Subcommands: name -> (one line of help, entry point taking its arguments,
+# a function returning its argparse parser). The manual's command-line
+# reference is made from these parsers, so a command added here appears there.
 SUBCOMMANDS = {
-    "report": ("energy, cost, peak and base load per hour, day or month", report_main),
+    "report": (
+        "energy, cost, peak and base load per hour, day or month",
+        report_main,
+        report_parser,
+    ),
 }
 
 # Main options that take a value, so a value is never taken for a command.
