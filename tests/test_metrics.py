@@ -3,6 +3,7 @@ back over Prometheus's HTTP API; /healthz; start-up errors."""
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -292,3 +293,30 @@ def test_metrics_off_by_default(ws):
     assert config.load(str(ws.settings)).metrics.where == "[::1]:9100"
     ws.write(METRICS={"listen": "0.0.0.0:9100"})
     assert config.load(str(ws.settings)).metrics.host == "0.0.0.0"
+
+
+def test_healthz_names_a_sink_whose_readings_wait_too_long(ws):
+    # Not failing, just slow: a flush interval far beyond the allowed delay.
+    port = free_port()
+    ws.write(
+        {"backend": "simulated", "watts": 3600, "speed": 20, "seed": 2},
+        SINKS=[{"type": "file", "path": str(ws.csv), "flush_interval_s": 600}],
+        METRICS={"listen": f"127.0.0.1:{port}", "max_sink_delay_s": 1},
+    )
+    proc = start(ws)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def unhealthy():
+            code, text = get(url + "/healthz")
+            return text if code == 503 else None
+
+        reason = wait_for(unhealthy, timeout=30, interval=0.2)
+        assert re.fullmatch(
+            r"sink file has \d+ readings waiting, unwritten for \d+ s\n", reason
+        ), reason
+        values = samples(get(url + "/metrics")[1])
+        assert values['power_sink_failing{sink="file"}'] == 0
+        assert values['power_sink_backlog_readings{sink="file"}'] > 0
+    finally:
+        stop(proc)
