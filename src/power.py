@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="power.py",
         usage=USAGE,
         description="Read an electricity meter's pulse LED and publish the "
-        "readings (CSV file, InfluxDB, Librato, MQTT).",
+        "readings (CSV file, InfluxDB, Librato, MQTT, ThingsBoard).",
         epilog=f"commands:\n{commands}\n\nGlobal options such as --settings may "
         "stand before or after a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
