@@ -30,10 +30,12 @@ run: venv
 test: venv
 	$(PY) -m pytest
 
-# Core throughput, idle CPU and disk writes; then the network sinks.
+# Core throughput, idle CPU and disk writes; then the network sinks; then a
+# fleet of 50 daemons into one broker and one InfluxDB (about 6 minutes).
 bench: venv
 	$(PY) bench/run.py
 	$(PY) bench/sinks.py
+	$(PY) bench/fleet.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Type
 from inputs.base import InputBackend
 from inputs.registry import backend_class
 from meter import MeterConfig
+from metrics import MetricsSetup
+from metrics import parse as parse_metrics
 from options import Interrupted, Option, SettingsError, show, validate
 from sinks.base import COMMON_OPTIONS, Sink
 from sinks.registry import sink_class
@@ -65,6 +67,7 @@ TOP_LEVEL = {
     "LOG_LEVEL",
     "RETENTION_DAYS",
     "DRAIN_TIMEOUT_S",
+    "METRICS",
 }
 
 DEFAULT_DATA_DIR = "/var/lib/power"
@@ -104,6 +107,7 @@ class Settings:
     retention_days: float = 90.0
     drain_timeout_s: float = 60.0
     secrets: List[str] = field(default_factory=list)
+    metrics: Optional[MetricsSetup] = None  # Prometheus; None is off
 
 
 def default_settings_path(script_dir: str) -> str:
@@ -215,8 +219,9 @@ def _secrets(sinks: List[SinkSetup]) -> List[str]:
     for sink in sinks:
         for key, option in sink.cls.OPTIONS.items():
             value = sink.options.get(key)
-            if option.secret and isinstance(value, str) and value:
-                found.append(value)
+            values = value.values() if isinstance(value, dict) else [value]
+            if option.secret:
+                found += [v for v in values if isinstance(v, str) and v]
     return found
 
 
@@ -276,6 +281,8 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
     if not isinstance(given_sinks, (list, tuple)):
         raise SettingsError(f"SINKS = {show(given_sinks)}: expected a list of dicts")
     sinks = [_sink(f"SINKS[{i}]", s) for i, s in enumerate(given_sinks)]
+    for i, sink in enumerate(sinks):
+        sink.cls.check(f"SINKS[{i}]", sink.options, names)
     sink_names = [s.name for s in sinks]
     for i, name in enumerate(sink_names):
         if sink_names.index(name) != i:
@@ -308,6 +315,7 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
             "DRAIN_TIMEOUT_S", values.get("DRAIN_TIMEOUT_S", 60), 0, 86400
         ),
         secrets=_secrets(sinks),
+        metrics=parse_metrics(values.get("METRICS")),
     )
 
 

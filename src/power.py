@@ -28,6 +28,7 @@ if HERE not in sys.path:
 import account  # noqa: E402
 import config  # noqa: E402
 import logsetup  # noqa: E402
+import metrics  # noqa: E402
 import pidcheck  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="power.py",
         usage=USAGE,
         description="Read an electricity meter's pulse LED and publish the "
-        "readings (CSV file, InfluxDB, Librato, MQTT).",
+        "readings (CSV file, InfluxDB, Librato, MQTT, ThingsBoard).",
         epilog=f"commands:\n{commands}\n\nGlobal options such as --settings may "
         "stand before or after a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -286,6 +287,8 @@ def missing_packages(settings: config.Settings) -> List[str]:
     wanted = dict(CORE_PACKAGES)
     for setup in settings.sinks:
         wanted.update(setup.cls.PACKAGES)
+    if settings.metrics is not None:
+        wanted["prometheus_client"] = "prometheus_client"
     missing = []
     for module, package in wanted.items():
         try:
@@ -346,6 +349,11 @@ def preflight(settings: config.Settings, logfile: Optional[str], pidfile: str) -
             f"--pidfile {pidfile}: {folder}: {problem}; create it for the user "
             "running power, or name another pidfile"
         )
+    if settings.metrics is not None:
+        try:
+            metrics.check_port(settings.metrics)
+        except metrics.PortInUseError as exc:
+            raise StartError(str(exc)) from None
 
 
 def _cannot_create(path: str, directory: bool) -> Optional[str]:

@@ -20,6 +20,7 @@ from inputs.base import InputBackend, InputError, LedOutput
 from journal import Journal, JournalError, JournalReader, Row, journal_path
 from leds import StatusLeds
 from meter import Meter
+from metrics import CommitLog, Exporter, StateReader
 from monitor import Monitor
 from pidcheck import LOCKFILE
 from sinks.base import Sink
@@ -80,6 +81,8 @@ class Service:
         self.monitor: Optional[Monitor] = None
         self.meters: List[Meter] = []
         self.leds: Optional[StatusLeds] = None
+        self.commits: Optional[CommitLog] = None  # with METRICS only
+        self.exporter: Optional[Exporter] = None
         self._lock: Optional[IO[str]] = None
         self._started_inputs: List[InputBackend] = []
 
@@ -144,6 +147,10 @@ class Service:
         except InputError as exc:
             raise StartError(str(exc)) from None
         self.runners = [self._runner(sink) for sink in self._sinks()]
+        if s.metrics is not None:
+            self.commits = CommitLog(
+                self.journal.last_seq, {m.config.name: m.pulses for m in meters}
+            )
         self.monitor = Monitor(
             meters,
             self.inputs,
@@ -160,6 +167,8 @@ class Service:
             runner.start()
         self.monitor.start()
         self.leds.start()
+        if s.metrics is not None:
+            self._start_exporter()
         for i, backend in enumerate(self.inputs):
             try:
                 backend.start(self.monitor.edge_callback(i), self._backlog)
@@ -169,6 +178,26 @@ class Service:
             self.log.info(
                 "meter %s reads %s", s.meters[i].config.name, backend.describe()
             )
+
+    def _start_exporter(self) -> None:
+        s = self.settings
+        assert s.metrics is not None and self.commits is not None
+        configured = {x.name for x in s.sinks}
+        reader = StateReader(
+            self.monitor,
+            [r for r in self.runners if r.name in configured],
+            self.journal,
+            self.commits,
+        )
+        exporter = Exporter(s.metrics, reader, self.log)
+        try:
+            exporter.start()
+        except OSError as exc:
+            raise StartError(
+                f"METRICS['listen'] = {s.metrics.where!r}: cannot listen there "
+                f"({exc.strerror}); stop what uses the port or choose another"
+            ) from None
+        self.exporter = exporter
 
     def _make_leds(self) -> StatusLeds:
         s = self.settings
@@ -217,6 +246,8 @@ class Service:
         return self.monitor.backlog() + max(ahead, 0)
 
     def _notify_runners(self, rows: List[Row]) -> None:
+        if self.commits is not None:
+            self.commits.update(rows)
         for runner in self.runners:
             runner.offer(rows)
 
@@ -287,6 +318,8 @@ class Service:
         """Stop inputs, commit the journal, let healthy sinks flush, in under
         a second; what a sink could not write waits in the journal."""
         deadline = time.monotonic() + STOP_BUDGET_S
+        if self.exporter is not None:
+            self.exporter.stop()  # at most one poll interval
         for backend in self._started_inputs:
             try:
                 backend.stop()

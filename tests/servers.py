@@ -161,8 +161,17 @@ class Mosquitto(Server):
     """mosquitto without persistence, plain or with TLS, on a free port."""
 
     def __init__(
-        self, tmp: Path, tls: Optional[Dict[str, str]] = None, port: int = 0
+        self,
+        tmp: Path,
+        tls: Optional[Dict[str, str]] = None,
+        port: int = 0,
+        verbose: bool = False,
+        persistence: bool = False,
+        extra: List[str] = (),
     ) -> None:
+        """verbose: log every connect (with its username) and publish;
+        persistence: sessions and queued messages survive a restart;
+        extra: more lines for mosquitto.conf."""
         binary = require("mosquitto", "mosquitto")
         port = port or free_port()
         tmp.mkdir(parents=True, exist_ok=True)
@@ -170,12 +179,17 @@ class Mosquitto(Server):
         lines = [
             f"listener {port} 127.0.0.1",
             "allow_anonymous true",
-            "persistence false",
+            "persistence true" if persistence else "persistence false",
             "log_dest stdout",
             "log_type error",
             "log_type warning",
             "log_type notice",
         ]
+        if persistence:
+            lines.append(f"persistence_location {tmp}/")
+        if verbose:
+            lines += ["log_type information", "log_type debug"]
+        lines += list(extra)
         if os.geteuid() == 0:
             # Started as root, mosquitto would become user 'mosquitto' and
             # lose access to the test's private temp directory.
@@ -188,3 +202,60 @@ class Mosquitto(Server):
             ]
         conf.write_text("\n".join(lines) + "\n")
         super().__init__([binary, "-c", str(conf)], port, tmp / "mosquitto.log")
+
+
+class Prometheus(Server):
+    """Debian's prometheus, scraping the given targets every second, its
+    TSDB in a temporary directory and its web API on a free port."""
+
+    def __init__(self, tmp: Path, targets: List[str]) -> None:
+        binary = require("prometheus", "prometheus")
+        port = free_port()
+        tmp.mkdir(parents=True, exist_ok=True)
+        conf = tmp / "prometheus.yml"
+        quoted = ", ".join(f'"{t}"' for t in targets)
+        conf.write_text(
+            f"""global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: power
+    static_configs:
+      - targets: [{quoted}]
+"""
+        )
+        super().__init__(
+            [
+                binary,
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            port,
+            tmp / "prometheus.log",
+        )
+        self.url = f"http://127.0.0.1:{port}"
+
+    def wait_ready(self) -> None:
+        super().wait_ready()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("prometheus did not become ready")
+
+    def query(self, promql: str, at: Optional[float] = None) -> List[Dict[str, Any]]:
+        """An instant query over the HTTP API: the result vector (or matrix)."""
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        url = self.url + "/api/v1/query?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            answer = json.loads(r.read())
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]

@@ -436,6 +436,13 @@ def settings_reference(found_docs: Sequence[str] = ()) -> List[str]:
         ":ref:`settings-leds`",
     )
     section(
+        "metrics",
+        "``METRICS``",
+        "The Prometheus exporter (``None``, the default, turns it off).",
+        "metrics:OPTIONS",
+        "prometheus",
+    )
+    section(
         "meters",
         "An entry of ``METERS``",
         "The keys of ``METER``, and these.",

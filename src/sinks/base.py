@@ -85,6 +85,11 @@ class Sink:
         # no more readings will come, so nothing is left to wait for.
         self.input_ended = False
 
+    @classmethod
+    def check(cls, where: str, options: dict, meters: Sequence[str]) -> None:
+        """Checks across keys, or against the meters' names, when settings
+        are loaded: raise SettingsError naming the setting and the fix."""
+
     def open(self) -> None:
         """Connect or open; raise SinkError when it cannot (it is retried)."""
 

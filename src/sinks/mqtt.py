@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import ssl
 import threading
@@ -28,6 +29,7 @@ from sinks.base import Sink, SinkError
 
 CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 10.0
+RECONNECT_MIN_S = 1.0  # first reconnect after 1 to 3 s, then doubling
 
 TLS_OPTIONS = {
     "ca_certs": Option("path", None, nullable=True),
@@ -37,7 +39,7 @@ TLS_OPTIONS = {
 }
 
 
-def _check_tls(value: Any) -> Optional[str]:
+def check_tls(value: Any) -> Optional[str]:
     if value is True or value is False:
         return None
     if not isinstance(value, dict):
@@ -91,7 +93,7 @@ def _check_pem(
     return None
 
 
-def _check_prefix(value: str) -> Optional[str]:
+def check_prefix(value: str) -> Optional[str]:
     if not value or value.startswith("/") or value.endswith("/"):
         return "expected a topic prefix without leading or trailing '/'"
     if any(c in value for c in "+#"):
@@ -180,32 +182,34 @@ def discovery_configs(
     return out
 
 
-class _Link:
-    """One meter's connection: its own client, last will and last state."""
+class Connection:
+    """One MQTT client connection (paho-mqtt 2.x, MQTT 3.1.1): TLS, connect
+    with a timeout, publishes acknowledged before they count, a clean close.
+    Shared by the MQTT and ThingsBoard sinks; subclasses publish what a
+    (re)connect needs in on_connected()."""
 
-    def __init__(self, sink: MQTTSink, meter: str) -> None:
+    def __init__(
+        self,
+        options: Dict[str, Any],
+        client_id: str,
+        username: Optional[str],
+        password: Optional[str] = None,
+    ) -> None:
         import paho.mqtt.client as mqtt
 
-        self.sink = sink
-        self.meter = meter
-        o = sink.options
-        self.topic_state = f"{o['prefix']}/{meter}/state"
-        self.topic_availability = f"{o['prefix']}/{meter}/availability"
+        self.options = options
+        self.where = f"MQTT broker {options['host']}:{options['port']}"
         self.connected = threading.Event()
         self.refused: Optional[str] = None
-        self.last_state: Optional[str] = None
-        self._lock = threading.Lock()
-        client_id = o["client_id"] or f"power-{socket.gethostname()}"
-        if o["client_id"] is None or len(sink.meters) > 1:
-            client_id = f"{client_id}-{meter}"
+        self._answered = threading.Event()  # CONNACK, accepted or not
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
         )
-        if o["username"] is not None:
-            client.username_pw_set(o["username"], o["password"])
-        tls = o["tls"]
+        if username is not None:
+            client.username_pw_set(username, password)
+        tls = options["tls"]
         if tls:
             t = validate("tls", tls if isinstance(tls, dict) else {}, TLS_OPTIONS)
             try:
@@ -220,40 +224,109 @@ class _Link:
                 ) from None
             if t["insecure"]:
                 client.tls_insecure_set(True)
-        client.will_set(self.topic_availability, "offline", qos=o["qos"], retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        # paho retries a lost connection after min_delay, doubling up to
+        # max_delay, with no jitter of its own: a random first delay per
+        # connection keeps a fleet from reconnecting in lockstep after a
+        # broker restart (paho takes a float here).
+        first = random.Random().uniform(RECONNECT_MIN_S, 3 * RECONNECT_MIN_S)
+        client.reconnect_delay_set(min_delay=first, max_delay=60)
         client.max_queued_messages_set(100)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         self.client = client
 
     def connect(self) -> None:
-        o = self.sink.options
-        where = f"MQTT broker {o['host']}:{o['port']}"
+        o = self.options
         try:
             self.client.connect(o["host"], o["port"], keepalive=o["keepalive_s"])
         except ssl.SSLError as exc:
             raise SinkError(
-                f"{where}: TLS failed ({exc.reason or exc}); check the 'tls' "
+                f"{self.where}: TLS failed ({exc.reason or exc}); check the 'tls' "
                 "settings (ca_certs must be the CA that signed the broker's "
                 "certificate)"
             ) from None
         except (OSError, ValueError) as exc:
-            raise SinkError(f"{where}: cannot connect ({exc})") from None
+            raise SinkError(f"{self.where}: cannot connect ({exc})") from None
         self.client.loop_start()
-        if not self.connected.wait(CONNECT_TIMEOUT_S):
+        self._answered.wait(CONNECT_TIMEOUT_S)
+        if not self.connected.is_set():
             refused = self.refused
             self.close(clean=False)
             if refused:
-                raise SinkError(f"{where} refused the connection: {refused}", False)
-            raise SinkError(f"{where}: no answer within {CONNECT_TIMEOUT_S:g} s")
+                raise SinkError(
+                    f"{self.where} refused the connection: {refused}", False
+                )
+            raise SinkError(f"{self.where}: no answer within {CONNECT_TIMEOUT_S:g} s")
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self.refused = str(reason_code)
+            self._answered.set()
             return
         self.refused = None
-        o = self.sink.options
+        self.on_connected(client)
+        self.connected.set()
+        self._answered.set()
+
+    def on_connected(self, client) -> None:
+        """Called on every (re)connect, in the network thread."""
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+
+    def publish(self, topic: str, payload: str, retain: bool = False) -> None:
+        """Publish and wait until the broker acknowledged it (QoS 1 and 2),
+        or raise SinkError."""
+        qos = self.options["qos"]
+        if not self.connected.is_set():
+            raise SinkError(f"{self.where}: not connected (reconnecting)")
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            info.wait_for_publish(PUBLISH_TIMEOUT_S)
+        except (RuntimeError, ValueError) as exc:
+            raise SinkError(f"MQTT publish to {topic}: {exc}") from None
+        if qos > 0 and not info.is_published():
+            raise SinkError(f"MQTT publish to {topic}: no acknowledgement")
+
+    def before_close(self) -> None:
+        """Last words on a clean close, while still connected."""
+
+    def close(self, clean: bool = True) -> None:
+        if clean and self.connected.is_set():
+            self.before_close()
+            self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+
+def default_client_id(client_id: Optional[str], meter: str, several: bool) -> str:
+    """This host's id for one meter's connection: unique per host and meter
+    unless the user named one for a single meter."""
+    base = client_id or f"power-{socket.gethostname()}"
+    if client_id is None or several:
+        return f"{base}-{meter}"
+    return base
+
+
+class _Link(Connection):
+    """One meter's connection: its own client, last will and last state."""
+
+    def __init__(self, sink: MQTTSink, meter: str) -> None:
+        o = sink.options
+        client_id = default_client_id(o["client_id"], meter, len(sink.meters) > 1)
+        super().__init__(o, client_id, o["username"], o["password"])
+        self.sink = sink
+        self.meter = meter
+        self.topic_state = f"{o['prefix']}/{meter}/state"
+        self.topic_availability = f"{o['prefix']}/{meter}/availability"
+        self.last_state: Optional[str] = None
+        self._lock = threading.Lock()
+        self.client.will_set(
+            self.topic_availability, "offline", qos=o["qos"], retain=True
+        )
+
+    def on_connected(self, client) -> None:
+        o = self.options
         client.publish(self.topic_availability, "online", qos=o["qos"], retain=True)
         if o["discovery_prefix"]:
             for topic, payload in discovery_configs(
@@ -264,41 +337,22 @@ class _Link:
             state = self.last_state
         if state is not None:
             client.publish(self.topic_state, state, qos=o["qos"], retain=True)
-        self.connected.set()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
 
     def publish_state(self, reading: Reading) -> None:
-        o = self.sink.options
-        if not self.connected.is_set():
-            raise SinkError(
-                f"MQTT broker {o['host']}:{o['port']}: not connected (reconnecting)"
-            )
         payload = state_payload(reading)
-        info = self.client.publish(self.topic_state, payload, qos=o["qos"], retain=True)
-        try:
-            info.wait_for_publish(PUBLISH_TIMEOUT_S)
-        except (RuntimeError, ValueError) as exc:
-            raise SinkError(f"MQTT publish to {self.topic_state}: {exc}") from None
-        if o["qos"] > 0 and not info.is_published():
-            raise SinkError(f"MQTT publish to {self.topic_state}: no acknowledgement")
+        self.publish(self.topic_state, payload, retain=True)
         with self._lock:
             self.last_state = payload
 
-    def close(self, clean: bool = True) -> None:
-        if clean and self.connected.is_set():
-            o = self.sink.options
-            info = self.client.publish(
-                self.topic_availability, "offline", qos=o["qos"], retain=True
-            )
-            try:
-                info.wait_for_publish(0.5)
-            except (RuntimeError, ValueError):
-                pass
-            self.client.disconnect()
-        self.client.loop_stop()
-        self.connected.clear()
+    def before_close(self) -> None:
+        o = self.options
+        info = self.client.publish(
+            self.topic_availability, "offline", qos=o["qos"], retain=True
+        )
+        try:
+            info.wait_for_publish(0.5)
+        except (RuntimeError, ValueError):
+            pass
 
 
 class MQTTSink(Sink):
@@ -307,10 +361,10 @@ class MQTTSink(Sink):
         "port": Option("int", 1883, minimum=1, maximum=65535),
         "username": Option("str", None, nullable=True),
         "password": Option("str", None, nullable=True, secret=True),
-        "tls": Option("any", None, nullable=True, check=_check_tls),
-        "prefix": Option("str", "power", check=_check_prefix),
+        "tls": Option("any", None, nullable=True, check=check_tls),
+        "prefix": Option("str", "power", check=check_prefix),
         "discovery_prefix": Option(
-            "str", "homeassistant", nullable=True, check=_check_prefix
+            "str", "homeassistant", nullable=True, check=check_prefix
         ),
         "qos": Option("int", 1, choices=(0, 1, 2)),
         "client_id": Option("str", None, nullable=True),

@@ -16,6 +16,7 @@ SINKS: Dict[str, str] = {
     "influxdb": "sinks.influxdb:InfluxDBSink",
     "mqtt": "sinks.mqtt:MQTTSink",
     "librato": "sinks.librato:LibratoSink",
+    "thingsboard": "sinks.thingsboard:ThingsBoardSink",
 }
 
 

@@ -72,6 +72,7 @@ class SinkRunner:
             target=self._run, name=f"sink-{self.name}", daemon=True
         )
         self.cursor = -1  # -1 until the reader is open
+        self.last_write: Optional[float] = None  # epoch s, for /metrics
         self._opened = False
         self._streak_started: Optional[float] = None
         self._streak_error = ""
@@ -152,6 +153,12 @@ class SinkRunner:
     @property
     def failing(self) -> bool:
         return self._streak_started is not None
+
+    @property
+    def failing_for_s(self) -> Optional[float]:
+        """Seconds since the current failure streak began; None if healthy."""
+        started = self._streak_started
+        return None if started is None else time.monotonic() - started
 
     # The runner thread ------------------------------------------------------
 
@@ -398,6 +405,7 @@ class SinkRunner:
             )
             reader.advance(seq)
         self.cursor = seq
+        self.last_write = time.time()
 
     def _recovered(self) -> None:
         if self._streak_started is not None:
