@@ -683,6 +683,11 @@ def test_signal_while_starting_never_prints_a_traceback(ws, signum):
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=20)
         assert "Traceback" not in err, (delay, err)
+        if proc.returncode == 1 and err == "KeyboardInterrupt\n":
+            # The interpreter itself was still starting (before power.py's
+            # first line could set a handler): CPython's own one-word exit.
+            assert signum == signal.SIGINT and delay < 0.1, (delay, err)
+            continue
         assert proc.returncode in (0, -signum), (delay, proc.returncode, err)
 
 
