@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS skipped (
     count INTEGER NOT NULL,
     first_seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sink_errors (
+    sink TEXT PRIMARY KEY,
+    since REAL NOT NULL,
+    error TEXT NOT NULL
+);
 """
 
 COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s, estimate"

@@ -180,7 +180,13 @@ def pidfile_path(args: argparse.Namespace, settings: config.Settings) -> str:
 
 def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
     pid = pidcheck.running_pid(pidfile, settings.data_dir if settings else None)
-    if pid is not None:
+    if pid is not None and pidcheck.read_pid(pidfile) != pid:
+        print(
+            f"power is running (pid {pid}, found by its lock on DATA_DIR "
+            f"{settings.data_dir if settings else ''}; it was started with "
+            f"another pidfile than {pidfile})"
+        )
+    elif pid is not None:
         print(f"power is running (pid {pid}, pidfile {pidfile})")
     else:
         print(f"power is not running (pidfile {pidfile})")
@@ -214,8 +220,19 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
                 f"last reading: {name} at {format_time(r.time)}: {power}, "
                 f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
             )
+        errors = sink_errors(settings)
         for name in sinks:
             line = f"sink {name}: backlog {status.backlog[name]} readings"
+            if name in errors:
+                since, error = errors[name]
+                if pid is not None:
+                    age = describe_age(time.time() - since)
+                    line += f"; failing since {format_time(since)} ({age}): {error}"
+                else:
+                    line += (
+                        f"; was failing when power stopped (since "
+                        f"{format_time(since)}): {error}"
+                    )
             if name in status.skipped:
                 count, first = status.skipped[name]
                 line += (
@@ -226,6 +243,32 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
         for line in register_status(settings):
             print(line)
     return code
+
+
+def sink_errors(settings: config.Settings):
+    """Each failing sink's streak (since, error), as the daemon saved it."""
+    import sinkstate
+    from journal import connect
+
+    try:
+        conn = connect(journal_path(settings.data_dir), readonly=True)
+        try:
+            return sinkstate.read(conn)
+        finally:
+            conn.close()
+    except Exception:  # read_status already said what is wrong with it
+        return {}
+
+
+def describe_age(seconds: float) -> str:
+    """A duration as people say it: 45 s, 12 min, 3 h, 2 days."""
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def register_status(settings: config.Settings) -> List[str]:
@@ -463,7 +506,14 @@ def make_service(
     logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile
     fallback = os.path.join(settings.data_dir, "power.log")
     log = logsetup.configure(level, foreground, logfile, settings.secrets, fallback)
-    return Service(settings, log, console=foreground and not args.quiet)
+    # In the foreground with the log in a file, a failing sink is still told
+    # on the terminal, once per failure streak.
+    tell = (
+        (lambda text: print(f"power.py: {text}", file=sys.stderr))
+        if (foreground and logfile)
+        else None
+    )
+    return Service(settings, log, console=foreground and not args.quiet, tell=tell)
 
 
 def run_foreground(

@@ -19,6 +19,7 @@ from csvformat import format_time
 from inputs.base import InputBackend, InputError, LedOutput
 from journal import Journal, JournalError, JournalReader, Row, journal_path
 from leds import StatusLeds
+from logsetup import RedactSecrets
 from meter import Meter
 from metrics import CommitLog, Exporter, StateReader
 from monitor import Monitor
@@ -26,9 +27,11 @@ from pidcheck import LOCKFILE
 from sinks.base import Sink
 from sinks.console import ConsoleSink
 from sinks.runner import AHEAD_ROWS, Backoff, SinkRunner
+from sinkstate import SinkStates
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+SYNC_STATES_S = 5.0  # how often sinks' failure streaks are saved for --status
 
 STOP_BUDGET_S = 0.4  # SIGTERM to exit, all parts: well under a second
 
@@ -67,11 +70,17 @@ class Service:
     """A running monitor. start() raises StartError; stop() always returns."""
 
     def __init__(
-        self, settings: Settings, log: logging.Logger, console: bool = False
+        self,
+        settings: Settings,
+        log: logging.Logger,
+        console: bool = False,
+        tell: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.settings = settings
         self.log = log
         self.console = console
+        self.tell = tell  # the terminal, when the log goes elsewhere
+        self.states: Optional[SinkStates] = None
         self.stop_requested = threading.Event()
         self.reopen_requested = threading.Event()
         self.wakeup = threading.Event()  # any of the above, or the monitor
@@ -127,6 +136,10 @@ class Service:
             raise StartError(f"cannot use DATA_DIR {s.data_dir}: {exc}") from None
         except JournalError as exc:
             raise StartError(str(exc)) from None
+        self.states = SinkStates(
+            journal_path(s.data_dir), RedactSecrets(s.secrets).redact, self.tell
+        )
+        self.states.clear()
         meters = [Meter(m.config, self.journal.pulses(m.config.name)) for m in s.meters]
         self.meters = meters
         for m, setup in zip(meters, s.meters):
@@ -274,8 +287,10 @@ class Service:
             if monitor.stopping.is_set():
                 self.log.error("the monitor stopped; exiting")
                 return EXIT_FAILURE
+            if self.states is not None:
+                self.states.sync(self.runners)
             # Signals interrupt this wait; everything that matters sets it.
-            self.wakeup.wait(5.0)
+            self.wakeup.wait(SYNC_STATES_S)
         self.log.info("stopping on signal")
         return EXIT_OK
 
@@ -340,6 +355,9 @@ class Service:
         monitor_done = self.monitor is None or self.monitor.join(0)
         if self.journal is not None and monitor_done:
             self.journal.close()  # else the monitor still owns it
+        if self.states is not None:
+            self.states.sync(self.runners)  # how each sink stood at the end
+            self.states.close()
         elif self.journal is not None and self.journal.pending:
             self.log.error(
                 "stopping before the journal could save %d readings held in "

@@ -13,7 +13,8 @@ import venv
 from pathlib import Path
 
 import pytest
-from conftest import POWER, Workspace, steady_pulses, write_replay
+from conftest import POWER, Workspace, steady_pulses, wait_for, write_replay
+from servers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,87 @@ def test_report_without_a_journal_is_a_usage_error(ws: Workspace) -> None:
     res = ws.power("report", "--since", "2023-11-01")
     assert res.returncode == 2
     assert "no journal in DATA_DIR" in res.stderr and "Traceback" not in res.stderr
+
+
+# --status: the daemon whatever its pidfile, and each sink's trouble ----------
+
+
+def _down_influx() -> dict:
+    """An InfluxDB sink pointed at a loopback port nobody listens on."""
+    return {"type": "influxdb", "host": "127.0.0.1", "port": free_port()}
+
+
+def test_status_finds_a_daemon_started_with_another_pidfile(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    other = tmp_path / "elsewhere" / "power.pid"
+    started = ws.power("--pidfile", str(other))
+    assert started.returncode == 0, started.stderr
+    try:
+        res = ws.power("--status")
+        assert res.returncode == 0, res.stdout
+        first = res.stdout.splitlines()[0]
+        assert first.startswith("power is running (pid ")
+        assert "found by its lock on DATA_DIR" in first and str(ws.data) in first
+    finally:
+        assert ws.power("--kill").returncode == 0
+    assert not other.exists()
+
+
+def test_status_shows_a_failing_sink_with_its_error_and_since_when(
+    ws: Workspace,
+) -> None:
+    ws.write(
+        {"backend": "simulated", "watts": 3600, "speed": 5},
+        SINKS=[{"type": "file", "path": str(ws.csv)}, _down_influx()],
+    )
+    assert ws.power("--pidfile", str(ws.pidfile)).returncode == 0
+    try:
+
+        def failing_line():
+            out = ws.power("--pidfile", str(ws.pidfile), "--status").stdout
+            lines = [x for x in out.splitlines() if x.startswith("sink influxdb")]
+            return lines and "failing since" in lines[0] and lines[0]
+
+        line = wait_for(failing_line, timeout=30, interval=0.5)
+        assert "cannot connect" in line and re.search(r"\(\d+ s\)", line), line
+        healthy = ws.power("--pidfile", str(ws.pidfile), "--status").stdout
+        assert "sink file: backlog" in healthy
+        assert "failing" not in [x for x in healthy.splitlines() if "sink file" in x][0]
+    finally:
+        assert ws.power("--pidfile", str(ws.pidfile), "--kill").returncode == 0
+    after = ws.power("--status").stdout
+    assert "was failing when power stopped (since " in after, after
+
+
+def test_foreground_with_a_log_file_tells_a_failing_sink_once(
+    ws: Workspace,
+) -> None:
+    ws.write(
+        {"backend": "simulated", "watts": 3600, "speed": 5},
+        SINKS=[{"type": "file", "path": str(ws.csv)}, _down_influx()],
+        LOGFILE=str(ws.logfile),
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(POWER),
+            "--settings",
+            str(ws.settings),
+            "--nodaemon",
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: "sink influxdb" in ws.log(), 20)
+        time.sleep(11)  # several retries and two state checks later
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    told = [x for x in err.splitlines() if "sink influxdb is failing" in x]
+    assert len(told) == 1, err
+    assert "cannot connect" in told[0] and "details in the log" in told[0]
+    assert "sink influxdb" in ws.log()

@@ -155,6 +155,11 @@ class SinkRunner:
         return self._streak_started is not None
 
     @property
+    def last_error(self) -> str:
+        """The failing streak's latest error ("" if healthy)."""
+        return self._streak_error
+
+    @property
     def failing_for_s(self) -> Optional[float]:
         """Seconds since the current failure streak began; None if healthy."""
         started = self._streak_started
