@@ -26,6 +26,9 @@ TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
 FINITE_TICK_S = 0.05
 WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
+# The first prune waits: at start a sink may rewrite a lost tail of its own
+# record (a cut CSV) from rows it had passed, which pruning would take away.
+FIRST_PRUNE_S = 300.0
 RUN = 10000  # edges taken in one go before commits and ticks get a look
 
 
@@ -119,7 +122,7 @@ class Monitor:
         # replay beside a live meter just stops adding pulses.
         finite = self.inputs if all(i.finite for i in self.inputs) else []
         last_commit = time.monotonic()
-        last_prune = 0.0
+        last_prune = time.monotonic() - PRUNE_EVERY_S + FIRST_PRUNE_S
         get_nowait = self.edges.get_nowait
         while not self.stopping.is_set():
             # Clocks first: a virtual clock covers only edges already queued.

@@ -404,7 +404,7 @@ def test_csv_tail_lost_to_a_fault_is_written_again_from_the_journal(ws, tmp_path
     else:
         ws.csv.write_bytes(b"")
     res = _replay(ws, tmp_path, "b.txt", [T0 + 200 + i for i in range(10)])
-    assert _pulses(ws) == list(range(1, 111))
+    assert _pulses(ws) == list(range(1, 111)), res.stderr
     assert ws.csv.read_bytes().startswith(whole)  # the lost rows as they were
     assert "writing them again from the journal" in res.stderr
 

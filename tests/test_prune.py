@@ -1,0 +1,54 @@
+"""Retention: old rows go once every sink has passed them, never sooner,
+and each meter's newest row stays. A real SQLite journal."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+from journal import Journal
+from meter import Reading
+
+DAY = 86400.0
+
+
+def _reading(t: float, pulses: int) -> Reading:
+    return Reading(t, "house", pulses, pulses / 1000, 3600.0, 1.0, False)
+
+
+def test_prune_keeps_what_a_sink_has_not_passed_and_each_meters_newest(tmp_path):
+    path = str(tmp_path / "journal.sqlite3")
+    journal = Journal(path, logging.getLogger("test"))
+    old = time.time() - 40 * DAY
+    for i in range(1, 101):  # 100 old readings
+        journal.append(_reading(old + i, i))
+    journal.commit()
+    journal.cursors.advance("file", 60)  # the file sink wrote 60 of them
+    journal.cursors.advance("influxdb", 100)
+    journal.commit()
+    removed = journal.prune(time.time() - 30 * DAY, ["file", "influxdb"])
+    assert removed == 60
+    conn = sqlite3.connect(path)
+    seqs = [s for (s,) in conn.execute("SELECT seq FROM readings ORDER BY seq")]
+    assert seqs == list(range(61, 101))  # what the file sink still needs
+    journal.cursors.advance("file", 100)
+    journal.commit()
+    assert journal.prune(time.time() - 30 * DAY, ["file", "influxdb"]) == 39
+    seqs = [s for (s,) in conn.execute("SELECT seq FROM readings")]
+    assert seqs == [100]  # the meter's newest row holds its count
+    conn.close()
+    journal.close()
+
+
+def test_prune_leaves_young_rows_whatever_the_cursors(tmp_path):
+    path = str(tmp_path / "journal.sqlite3")
+    journal = Journal(path, logging.getLogger("test"))
+    now = time.time()
+    for i in range(1, 11):
+        journal.append(_reading(now - 100 + i, i))
+    journal.commit()
+    journal.cursors.advance("file", 10)
+    journal.commit()
+    assert journal.prune(now - 30 * DAY, ["file"]) == 0
+    journal.close()
