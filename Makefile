@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): src/requirements.txt tests/requirements.txt
+$(STAMP): src/requirements.txt tests/requirements.txt tests/vm/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r src/requirements.txt -r tests/requirements.txt
+	# The real GPIO libraries, for the VM tests only (see that file).
+	$(PY) -m pip install --quiet --upgrade --target $(VENV)/gpio-libs \
+		-r tests/vm/requirements.txt
 	touch $(STAMP)
 
 # The demo: a simulated 1500 W house, in the foreground, CSV in ./var/.
