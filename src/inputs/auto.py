@@ -107,7 +107,10 @@ class AutoInput:
                 f"line {values['pin']}"
             )
             return "gpiod", {**options, **common}, why
-        reason = missing or "there is no GPIO character device (/dev/gpiochip*)"
+        reasons = [missing] if missing else []
+        if not chips:
+            reasons.insert(0, "there is no GPIO character device (/dev/gpiochip*)")
+        reason = " and ".join(reasons)
         options = {"backend": "rpigpio", "pin": values["pin"], "numbering": "bcm"}
         why = f"auto: RPi.GPIO pin {values['pin']} (BCM), because {reason}"
         return "rpigpio", {**options, **common}, why

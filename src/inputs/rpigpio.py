@@ -122,8 +122,11 @@ def explain(exc: BaseException, what: str) -> str:
                 "'gpiodetect' and set RPI_LGPIO_CHIP, or use the 'gpiod' backend"
             )
         return f"{what}: {text}: {cause}"
-    if "bad gpio" in low or "not in chip" in low or "gpio not" in low:
-        return f"{what}: {text}: this GPIO is not on the chip; check INPUT['pin']"
+    if "bad gpio" in low or "not in chip" in low or "not permitted" in low:
+        return (
+            f"{what}: {text}: the chip has no such GPIO, or the kernel keeps it; "
+            "check INPUT['pin'] ('gpioinfo' lists the lines)"
+        )
     return f"{what}: {type(exc).__name__}: {text}"
 
 
@@ -177,6 +180,7 @@ class RpiGpioInput(InputBackend):
         self.lgpio = is_rpi_lgpio() and getattr(self.gpio, "lgpio", None) is not None
         self.pin: int = options["pin"]
         self._inputs: List[int] = []
+        self._callbacks: List[Any] = []  # lgpio callbacks (rpi-lgpio)
         try:
             self._set_mode()  # rpi-lgpio opens the GPIO chip here
         except self.errors as exc:
@@ -215,6 +219,9 @@ class RpiGpioInput(InputBackend):
             bounce = int(self.meter.debounce_ms)
             if bounce > 0 and not self.lgpio:
                 kwargs["bouncetime"] = bounce
+            stamped = self.lgpio and self._kernel_stamps(on_edge)
+            if stamped:
+                del kwargs["callback"]  # lgpio's callback carries the time
             GPIO.add_event_detect(self.pin, edge[self.options["edge"]], **kwargs)
         except ValueError as exc:
             self.stop()
@@ -234,6 +241,37 @@ class RpiGpioInput(InputBackend):
             self.stop()
             raise InputError(explain(exc, f"GPIO pin {self.pin}")) from None
 
+    def _kernel_stamps(self, on_edge: EdgeCallback) -> bool:
+        """With rpi-lgpio: take each edge's kernel timestamp from lgpio's
+        own callback (RPi.GPIO's callback API drops it), so a late Python
+        thread cannot make a contact bounce look like a pulse. Needs
+        rpi-lgpio's chip handle; False (callback stamps) if it has none."""
+        GPIO = self.gpio  # noqa: N806 (the library's own name)
+        lgpio = GPIO.lgpio
+        handle = getattr(GPIO, "_chip", None)
+        to_gpio = getattr(GPIO, "_to_gpio", None)
+        if not isinstance(handle, int) or to_gpio is None:
+            return False
+        monotonic_ns, wall_ns = time.monotonic_ns, time.time_ns
+
+        def stamped(chip: int, gpio: int, level: int, tick: int) -> None:
+            # The pulse path: convert the kernel's time and hand off.
+            if level > 1:  # lgpio's watchdog, not an edge
+                return
+            now_mono, now_wall = monotonic_ns(), wall_ns()
+            if abs(now_wall - tick) < abs(now_mono - tick):  # a wall-clock tick
+                on_edge(now_mono - (now_wall - tick), tick / 1e9)
+            else:
+                on_edge(tick, (now_wall - (now_mono - tick)) / 1e9)
+
+        edge = {"falling": lgpio.FALLING_EDGE, "rising": lgpio.RISING_EDGE}
+        self._callbacks.append(
+            lgpio.callback(
+                handle, to_gpio(self.pin), edge[self.options["edge"]], stamped
+            )
+        )
+        return True
+
     def led(self, pin: int) -> LedOutput:
         try:
             return GpioLed(self.gpio, pin, self.log)
@@ -244,6 +282,9 @@ class RpiGpioInput(InputBackend):
             raise InputError(f"{what}: {exc}") from None
 
     def stop(self) -> None:
+        for watcher in self._callbacks:
+            watcher.cancel()
+        self._callbacks = []
         for pin in self._inputs:
             try:
                 self.gpio.remove_event_detect(pin)

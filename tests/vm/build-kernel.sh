@@ -11,7 +11,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 fragment="$here/kernel.config"
 tarball="${POWER_VM_KERNEL_SOURCE:-/usr/src/linux-source-6.1.tar.xz}"
-key="$(cat "$fragment" "$0" | sha256sum | cut -c1-16)"
+key="$(sha256sum <"$fragment" | cut -c1-16)"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/power-vm/$key"
 image="$cache/bzImage"
 
@@ -39,7 +39,7 @@ src="$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n1)"
 jobs="$(nproc)"
 (
     cd "$src"
-    make -s tinyconfig
+    make -s tinyconfig >/dev/null
     scripts/kconfig/merge_config.sh -m .config "$fragment" >/dev/null
     make -s olddefconfig
     # Every option of the fragment must have survived the dependency check.

@@ -68,6 +68,7 @@ def boot(
     cmd = [
         binary,
         "-accel", "tcg",
+        "-cpu", "max",  # the instructions prebuilt wheels (lgpio) may use
         "-m", str(memory_mb),
         "-smp", "2",
         "-nodefaults",

@@ -1,0 +1,248 @@
+"""Both GPIO backends on a real kernel GPIO chip: gpio-sim under QEMU.
+
+One VM boot runs tests/vm/guest.py, which drives simulated GPIO lines at
+known times and runs the whole daemon and the backends with the real gpiod,
+lgpio and rpi-lgpio packages; these tests judge what it recorded. Without a
+built kernel they skip, naming the command that builds it; in CI (CI=true)
+a missing kernel is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import guest  # noqa: E402
+import vm  # noqa: E402
+from conftest import pulse_rows  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SCENARIOS = ["gpiod_daemon", "rpigpio_daemon", "timestamps", "faults"]
+GPIOD_PULSES = 300
+RPIGPIO_PULSES = 200
+
+# How far a reported interval may lie outside the interval the driver can
+# have produced (it knows each edge only to within its write: the clock read
+# before and after it). Both backends use the kernel's edge timestamps (gpiod
+# directly, rpi-lgpio through lgpio's callback), so only clock conversion
+# and rounding remain.
+SLACK_MS = 1.0
+# The detect LED lights once per pulse unless two pulses come within its
+# blink (then it stays lit, by design). Under software emulation on a busy
+# host the guest can stall for 100 ms and merge two blinks: allow 2 %.
+LED_MERGES = 0.02
+
+
+def _missing(what: str) -> None:
+    message = f"{what}; the real-chip tests need it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " (in CI this is a failure, not a skip)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Dict[str, Any]:
+    image = vm.kernel_image()
+    if not image.exists():
+        _missing(f"no test kernel: build it once with {vm.BUILD_COMMAND}")
+    if vm.qemu() is None:
+        _missing("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)")
+    if not guest.GPIO_LIBS.is_dir():
+        _missing(f"{guest.GPIO_LIBS} is missing: run 'make venv'")
+    out = tmp_path_factory.mktemp("vm")
+    program = [sys.executable, str(Path(guest.__file__)), "/run/out", *SCENARIOS]
+    took = vm.boot(out, program)
+    log = (out / "guest.log").read_text(errors="replace")
+    found = out / "results.json"
+    assert found.exists(), f"the guest wrote no results; its output:\n{log}"
+    data = json.loads(found.read_text())
+    data["vm_s"] = took
+    data["guest_log"] = log
+    return data
+
+
+def scenario(results: Dict[str, Any], name: str) -> Dict[str, Any]:
+    found = results[name]
+    assert "error" not in found, found.get("error")
+    return found
+
+
+# Comparing readings with the driven train -----------------------------------
+
+
+def driven_bounds(edges: List[List[int]], i: int) -> Tuple[float, float]:
+    """The shortest and longest the interval before edge i can have been, s."""
+    (b0, a0), (b1, a1) = edges[i - 1], edges[i]
+    return (b1 - a0) / 1e9, (a1 - b0) / 1e9
+
+
+def interval_errors(run: Dict[str, Any]) -> List[float]:
+    """For each reading after the first: how far its interval lies outside
+    the interval the driver can have produced, in ms (0 when inside)."""
+    rows = pulse_rows(csv_rows(run["csv"]))
+    errors = []
+    for i, row in enumerate(rows[1:], start=1):
+        low, high = driven_bounds(run["edges"], i)
+        reported = float(row["interval_s"])
+        errors.append(max(low - reported, reported - high, 0.0) * 1000)
+    return errors
+
+
+def power_errors(run: Dict[str, Any]) -> List[float]:
+    """Relative error of each reading's power against the driven interval
+    (the middle of its bounds), in percent."""
+    rows = pulse_rows(csv_rows(run["csv"]))
+    joules = 3.6e6 / guest.PULSES_PER_KWH
+    out = []
+    for i, row in enumerate(rows[1:], start=1):
+        low, high = driven_bounds(run["edges"], i)
+        truth = joules / ((low + high) / 2)
+        out.append(abs(float(row["power_w"]) - truth) / truth * 100)
+    return out
+
+
+def csv_rows(text: str) -> List[Dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def glitches(log: str) -> int:
+    for line in log.splitlines():
+        if "glitches" in line:
+            return int(line.split("glitches")[1].split(",")[0])
+    raise AssertionError(f"no meter statistics in the log:\n{log}")
+
+
+# The whole daemon ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [("gpiod_daemon", GPIOD_PULSES), ("rpigpio_daemon", RPIGPIO_PULSES)],
+)
+def test_daemon_counts_every_pulse_and_no_bounce(results, name, count):
+    run = scenario(results, name)
+    assert run.get("exit") == 0, run.get("output", "") + run.get("log", "")
+    rows = pulse_rows(csv_rows(run["csv"]))
+    assert [int(r["pulses"]) for r in rows] == list(range(1, count + 1))
+    assert len(run["edges"]) == count
+    assert run["bounces"] == count // guest.BOUNCE_EVERY
+    # With no kernel filter every bounce reaches the meter, which rejects
+    # it on the kernel's edge times and counts it.
+    assert glitches(run["log"]) == run["bounces"]
+    assert "Traceback" not in run["log"]
+
+
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [("gpiod_daemon", GPIOD_PULSES), ("rpigpio_daemon", RPIGPIO_PULSES)],
+)
+def test_leds_on_the_same_chip(results, name, count):
+    run = scenario(results, name)
+    assert run["ready_led_on"], "the ready LED line was not driven high"
+    rises = run["led_rises"]
+    assert count * (1 - LED_MERGES) <= len(rises) <= count, len(rises)
+    # Each blink follows a pulse: no blink without a pulse before it.
+    first_edge = run["edges"][0][0]
+    assert all(t >= first_edge for t in rises)
+    assert run["ready_led_after"] == 0 and run["detect_led_after"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [("gpiod_daemon", GPIOD_PULSES), ("rpigpio_daemon", RPIGPIO_PULSES)],
+)
+def test_intervals_are_the_kernels_edge_times(results, name, count):
+    run = scenario(results, name)
+    errors = interval_errors(run)
+    assert len(errors) == count - 1
+    assert max(errors) <= SLACK_MS, sorted(errors)[-10:]
+    # Power against the middle of what was driven: the driver's own write
+    # time is the only uncertainty left.
+    assert statistics.median(power_errors(run)) < 2.0
+
+
+def test_auto_found_gpiod_and_the_header_chip_by_its_label(results):
+    run = scenario(results, "gpiod_daemon")
+    header = results["chips"]["header"][0]
+    assert header != "/dev/gpiochip0"  # the decoy is first, as on a Pi 5
+    why = f"auto: gpiod, the GPIO character device {header} (label 'pinctrl-bcm2711'"
+    assert f"reads gpiod {header} line {guest.INPUT_LINE} ({why}" in run["log"]
+    assert run["status"]["code"] == 0
+    assert f"input of meter house: {why}" in run["status"]["output"]
+
+
+def test_rpigpio_runs_as_a_daemon_through_rpi_lgpio(results):
+    run = scenario(results, "rpigpio_daemon")
+    assert run["start"]["code"] == 0, run["start"]["output"] + run["log"]
+    assert "reads RPi.GPIO (rpi-lgpio) pin 24 (bcm)" in run["log"]
+    assert "INPUT['backend'] = 'rpigpio'" in run["status"]["output"]
+
+
+# Faults ----------------------------------------------------------------------
+
+FAULTS = {
+    "busy-gpiod": (1, "in use by another program"),
+    "busy-rpigpio": (1, "another program is using it"),
+    "perm-gpiod": (1, "no permission to open"),
+    "perm-rpigpio": (1, "add this user to the 'gpio' group"),
+    "perm-auto": (1, "no permission to open"),
+    "nochip-gpiod": (2, "/dev/gpiochip7 does not exist"),
+    "nochip-rpigpio": (1, "the chip rpi-lgpio chose does not exist"),
+    "nochip-auto": (2, "/dev/gpiochip7 does not exist"),
+    "offset-gpiod": (1, "has 8 lines (0 to 7); line 20 is past its end"),
+    "offset-rpigpio": (1, "the chip has no such GPIO"),
+    "offset-auto": (1, "has 8 lines (0 to 7); line 20 is past its end"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAULTS))
+def test_fault_gives_message_and_exit_code(results, case):
+    found = scenario(results, "faults")[case]
+    code, message = FAULTS[case]
+    everything = found["output"] + found["log"]
+    assert found["code"] == code, everything
+    assert message in everything
+    assert "Traceback" not in everything
+
+
+# Timestamps --------------------------------------------------------------------
+
+
+def lags_ms(run: Dict[str, Any]) -> List[float]:
+    """How long after the start of each driving write the kernel stamped it."""
+    return [(ts - b) / 1e6 for ts, (b, _a) in zip(run["stamps"], run["edges"])]
+
+
+def test_kernel_stamps_without_filter_lie_inside_the_write(results):
+    run = scenario(results, "timestamps")["0"]
+    assert len(run["stamps"]) == len(run["edges"])
+    for ts, (before, after) in zip(run["stamps"], run["edges"]):
+        assert before <= ts <= after + SLACK_MS * 1e6
+
+
+def test_kernel_filter_stamps_late(results):
+    # With a debounce period the kernel stamps the edge when its debounce
+    # work runs, at least that period after the edge: the reason the
+    # gpiod backend's default filter is 0 (the meter debounces instead).
+    for period in ("1",):
+        run = scenario(results, "timestamps")[period]
+        assert len(run["stamps"]) == len(run["edges"])
+        assert min(lags_ms(run)) >= float(period) * 0.9
+
+
+def test_default_filter_is_off():
+    from inputs.libgpiod import GpiodInput
+
+    assert GpiodInput.OPTIONS["filter_ms"].default == 0
