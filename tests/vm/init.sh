@@ -14,7 +14,7 @@ mount -t tmpfs -o mode=1777 tmp /tmp
 mount -t tmpfs -o mode=755 run /run
 mkdir -p /run/out
 mount -t 9p -o trans=virtio,version=9p2000.L out /run/out
-cd /tmp
+cd /tmp || exit 1
 HOME=/root
 LANG=C.UTF-8
 export HOME LANG
