@@ -60,6 +60,13 @@ DEFAULT_DATA_DIR = "/var/lib/power"
 DEFAULT_USER = "power"
 GPIO_GROUP = "gpio"
 DATA_DIR_MODE = 0o755
+# What to suggest for a relative path in the settings.
+SUGGESTED_PATHS = {"DATA_DIR": DEFAULT_DATA_DIR, "LOGFILE": "/var/log/power.log"}
+# Directories shared by the system and many programs (besides those at the
+# top level): power's user never gets one of these.
+SYSTEM_DIRS = frozenset(
+    ("/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/tmp", "/usr/local")
+)
 
 # What a path may contain to be written into a shell script and a unit file
 # without quoting: ordinary file names only.
@@ -132,8 +139,9 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see {PROG} -h)\n")
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """The command line, as documented in DESIGN.md and README.rst."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, as documented in DESIGN.md and docs/service.rst (the
+    manual's reference is made from this parser)."""
     p = ArgumentParser(
         prog=PROG,
         description="Install power as a service: /etc/init.d/power (LSB init "
@@ -201,7 +209,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         action="store_true",
         help="print every action, change nothing",
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def default_python() -> str:
@@ -244,8 +256,8 @@ def _resolve_python(value: str) -> str:
 def check_options(args: argparse.Namespace) -> Config:
     """Turn the parsed command line into a Config; UsageError if wrong."""
     root = _expand(args.root)
-    if not os.path.isdir(root):
-        raise UsageError(f"--root {args.root}: no such directory")
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise UsageError(f"--root {args.root}: not a directory")
     real = os.path.realpath(root) == "/"
     if real:
         root = "/"
@@ -310,11 +322,13 @@ def _settings_path(value: object, name: str, settings: str) -> Optional[str]:
         return None
     path = os.path.expanduser(value)
     if not os.path.isabs(path):
-        warn(
-            f"{name} = {value!r} in {settings} is relative: the service runs "
-            f"in /, so it means {os.path.join('/', path)}; prefer absolute paths"
+        # A service starts in /, where 'var' would mean the system's /var.
+        raise UsageError(
+            f"{name} = {value!r} in {settings} is a relative path, which a "
+            "service cannot use (it starts in /); write an absolute path, such "
+            f"as {SUGGESTED_PATHS.get(name, DEFAULT_DATA_DIR + '/power.csv')!r}"
         )
-    return os.path.normpath(os.path.join("/", path))
+    return os.path.normpath(path)
 
 
 def read_settings(path: str, required: bool) -> SettingsPaths:
@@ -664,8 +678,15 @@ def check_privileges(cfg: Config, euid: Optional[int] = None) -> None:
             f"{what} / needs root: run it with sudo, stage it into a folder "
             "with --root DIR, or preview it with --dry-run"
         )
-    if not cfg.real and not cfg.dry_run and not os.access(cfg.root, os.W_OK | os.X_OK):
-        raise UsageError(f"--root {cfg.root}: not writable by this user")
+    if not cfg.real and not cfg.dry_run:
+        # A missing --root is created, as DESTDIR staging does: the first
+        # folder that exists on the way must let this user in.
+        folder = cfg.root
+        while not os.path.isdir(folder):
+            folder = os.path.dirname(folder)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            where = "" if folder == cfg.root else f" (cannot create it in {folder})"
+            raise UsageError(f"--root {cfg.root}: not writable by this user{where}")
 
 
 def required_commands(cfg: Config) -> List[str]:
@@ -843,6 +864,14 @@ def ensure_user(cfg: Config, act: Actions, paths: SettingsPaths) -> None:
         act.chown(d, cfg.user, group)
 
 
+def is_system_dir(path: str) -> bool:
+    """A directory of the system or shared by many programs: never one to
+    hand over to power's user."""
+    path = os.path.normpath(path)
+    parent = os.path.dirname(path)
+    return path.count("/") < 2 or path in SYSTEM_DIRS or parent in HOME_TREES
+
+
 def check_owner(path: str, user: str, what: str = "") -> None:
     """Warn if an existing directory the daemon writes is not the user's."""
     try:
@@ -851,6 +880,13 @@ def check_owner(path: str, user: str, what: str = "") -> None:
         return  # dry run: the user is not there yet
     if os.stat(path).st_uid != uid:
         name = f"{what} {path}" if what else path
+        if is_system_dir(path):
+            warn(
+                f"{name} is a system directory that {user} cannot write; give "
+                f"power a directory of its own, such as {DEFAULT_DATA_DIR}, in "
+                "the settings (never hand a system directory to another user)"
+            )
+            return
         warn(
             f"{name} exists and does not belong to {user}, so power may not be "
             f"able to write there: sudo chown -R {user}: {path}, or choose a "

@@ -12,11 +12,23 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 from typing import Iterable, List, Optional
 
 LOGGER = "power"
 FORMAT = "%(asctime)s %(levelname)s %(message)s"
 SYSLOG_FORMAT = "power[%(process)d]: %(levelname)s %(message)s"
+
+
+class UtcFormatter(logging.Formatter):
+    """Times in UTC, written as the readings write them (2024-05-01T12:00:00.123Z),
+    so a log line and the reading it speaks of show the same clock."""
+
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt=None) -> str:  # noqa: N802
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
 
 
 class RedactSecrets(logging.Filter):
@@ -65,10 +77,10 @@ def configure(
     log.propagate = False
     if logfile:
         handler: logging.Handler = logging.handlers.WatchedFileHandler(logfile)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(UtcFormatter(FORMAT))
     elif foreground:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(UtcFormatter(FORMAT))
     elif os.path.exists("/dev/log"):
         handler = logging.handlers.SysLogHandler(
             address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
@@ -76,7 +88,7 @@ def configure(
         handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
     else:  # no syslog here: never log nowhere
         handler = logging.handlers.WatchedFileHandler(fallback)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(UtcFormatter(FORMAT))
     handler.addFilter(RedactSecrets(secrets))
     log.addHandler(handler)
     return log

@@ -95,9 +95,13 @@ def build(
     """Stream the readings in [since, until) into per-meter reports."""
     reports: Dict[str, MeterReport] = {}
     previous: Dict[str, int] = {}
-    names = (
-        [meter] if meter else [r[0] for r in conn.execute("SELECT name FROM meters")]
-    )
+    known = [r[0] for r in conn.execute("SELECT name FROM meters ORDER BY name")]
+    if meter and meter not in known:
+        raise SettingsError(
+            f"--meter {meter!r}: the journal has no meter of that name; it has "
+            + (", ".join(repr(n) for n in known) if known else "none yet")
+        )
+    names = [meter] if meter else known
     for name in names:
         row = conn.execute(
             "SELECT pulses FROM readings WHERE meter = ? AND time < ? "
@@ -194,7 +198,8 @@ def render_csv(reports: List[MeterReport], by: str, tariff: Optional[float]) -> 
     return out.getvalue()
 
 
-def parse_args(argv: Iterable[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `power.py report` (the manual's reference is made from it)."""
     p = argparse.ArgumentParser(
         prog="power.py report",
         description="Energy per hour, day or month from the journal.",
@@ -208,6 +213,11 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     )
     p.add_argument("--meter", metavar="NAME", help="only this meter")
     p.add_argument("--csv", action="store_true", help="CSV for spreadsheets")
+    return p
+
+
+def parse_args(argv: Iterable[str]) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(list(argv))
     if args.tariff is not None and not 0 <= args.tariff < 1e6:
         p.error(f"--tariff {args.tariff:g}: expected a price per kWh of 0 or more")

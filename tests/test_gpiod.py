@@ -507,8 +507,8 @@ def test_bounces_inside_the_debounce_period_are_dropped_by_the_kernel(gpiod, chi
 
 
 def test_a_flash_shorter_than_debounce_ms_is_counted(gpiod, chip):
-    # README: debounce_ms drops an edge "sooner than this after the last
-    # accepted pulse"; with the default 50 ms a 10 ms flash 2 s apart from
+    # docs/settings.rst: debounce_ms drops an edge "sooner than this after
+    # the last accepted pulse"; with the default 50 ms a 10 ms flash 2 s apart from
     # the next is a pulse (rpigpio counts it). The kernel's debouncer waits
     # for the level to hold a whole period, so it never reports this flash.
     backend = make_input(chip, meter_config(30))

@@ -608,7 +608,7 @@ def test_one_kind_at_a_time(staged: Staged) -> None:
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"root": "/no/such/dir"}, "no such directory"),
+        ({"root": "/etc/hostname"}, "not a directory"),
         ({"user": "Bad User"}, "expected a user name"),
         ({"pidfile": "/tmp/a b/power.pid"}, "can only carry paths"),
         ({"python": "no-such-python-xyz"}, "no such program on PATH"),
@@ -632,6 +632,68 @@ def test_usage_errors_exit_2_with_one_message(staged: Staged, change, message) -
     assert message in res.stderr
     assert "Traceback" not in res.stderr
     assert not (staged.root / "etc" / "init.d").exists()
+
+
+def test_missing_root_is_created_as_destdir_staging_does(staged: Staged) -> None:
+    deep = staged.tmp / "pkg" / "stage"
+    res = staged.install(root=str(deep))
+    assert res.returncode == 0, output(res)
+    assert (deep / INIT_REL).is_file()
+    assert (deep / INIT_REL).read_text() == render_expected(staged, deep)
+
+
+def render_expected(staged: Staged, root: Path) -> str:
+    """What the same install into an existing root writes."""
+    other = staged.tmp / "existing"
+    other.mkdir()
+    res = staged.install(root=str(other))
+    assert res.returncode == 0, output(res)
+    return (other / INIT_REL).read_text()
+
+
+def test_dry_run_into_a_missing_root_creates_nothing(staged: Staged) -> None:
+    deep = staged.tmp / "pkg" / "stage"
+    res = staged.install("--dry-run", root=str(deep))
+    assert res.returncode == 0, output(res)
+    assert f"would write {deep / INIT_REL}" in res.stdout
+    assert not (staged.tmp / "pkg").exists()
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("DATA_DIR", "var"), ("LOGFILE", "var/power.log"), ("SINKS", "var/power.csv")],
+)
+def test_relative_paths_in_the_settings_are_refused(
+    staged: Staged, name: str, value: str
+) -> None:
+    """The demo's DATA_DIR = 'var' would mean /var for a service: refused,
+    and no system directory is ever proposed for a chown."""
+    if name == "SINKS":
+        staged.ws.write(FAST, SINKS=[{"type": "file", "path": value}])
+    else:
+        staged.ws.write(FAST, **{name: value})
+    for flags in ([], ["--systemd"]):
+        res = staged.install(*flags)
+        assert res.returncode == 2, output(res)
+        assert "relative path" in res.stderr and "absolute path" in res.stderr
+        assert f"{value!r}" in res.stderr
+        assert "chown" not in res.stderr + res.stdout
+        assert "Traceback" not in res.stderr
+        assert not staged.init_script.exists() and not staged.unit.exists()
+
+
+def test_a_system_directory_is_never_proposed_for_chown(capsys) -> None:
+    installer = load_installer()
+    nobody = pwd.getpwuid(NOBODY_UID).pw_name
+    for folder in ("/var", "/var/lib", "/usr/local", "/"):
+        assert installer.is_system_dir(folder)
+        installer.check_owner(folder, nobody)
+        err = capsys.readouterr().err
+        assert "system directory" in err and "/var/lib/power" in err, err
+        assert "chown" not in err
+    assert not installer.is_system_dir("/var/lib/power")
+    assert not installer.is_system_dir("/home/pi/power")
+    assert installer.is_system_dir("/home/pi")
 
 
 # Root on a real system ---------------------------------------------------------------

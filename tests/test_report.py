@@ -115,7 +115,7 @@ def test_report_while_the_daemon_runs(ws):
 
 def test_report_errors(ws, utc_env):
     res = report(ws, env=utc_env)
-    assert res.returncode == 1 and "no journal" in res.stderr
+    assert res.returncode == 2 and "no journal" in res.stderr
     replay(ws, steady(DAY0, DAY0 + 60, 1000), utc_env)
     res = report(ws, "--since", "yesterday", env=utc_env)
     assert res.returncode == 2 and "--since 'yesterday'" in res.stderr

@@ -33,8 +33,8 @@ from options import Option
 PIN_RANGE = {"bcm": (0, 27), "board": (1, 40)}
 
 OFF_PI_HINT = (
-    "RPi.GPIO works only on a Raspberry Pi 1 to 4 (for a Pi 5 see the README's "
-    "input backends; to try power without a meter use "
+    "RPi.GPIO works only on a Raspberry Pi 1 to 4 (for a Pi 5 see the manual's "
+    "input backends, docs/inputs/index.rst; to try power without a meter use "
     "--simulate WATTS)"
 )
 GROUP_HINT = (

@@ -51,6 +51,9 @@ class Sink:
     # True to save the position after every write rather than with the next
     # group commit, for a sink that cannot tell a reading sent twice.
     DURABLE_CURSOR: ClassVar[bool] = False
+    # Third-party modules open() imports, with the package that provides
+    # each: checked before start, so a Python without them is told at once.
+    PACKAGES: ClassVar[Dict[str, str]] = {}
 
     def __init__(
         self,

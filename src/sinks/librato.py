@@ -61,6 +61,7 @@ class LibratoSink(Sink):
         "api_url": Option("str", DEFAULT_API_URL, check=_check_url),
         "timeout_s": Option("number", 10.0, minimum=0.1, maximum=600.0),
     }
+    PACKAGES = {"librato": "librato-metrics"}
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)

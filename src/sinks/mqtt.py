@@ -63,18 +63,20 @@ def _check_prefix(value: str) -> Optional[str]:
     return None
 
 
+# The keys of the state JSON, in order (the manual lists them from here).
+STATE_FIELDS = ("time", "meter", "pulses", "energy_kwh", "power_w", "interval_s")
+
+
 def state_payload(r: Reading) -> str:
-    return json.dumps(
-        {
-            "time": format_time(r.time),
-            "meter": r.meter,
-            "pulses": r.pulses,
-            "energy_kwh": round(r.energy_kwh, 6),
-            "power_w": None if r.power_w is None else round(r.power_w, 2),
-            "interval_s": None if r.interval_s is None else round(r.interval_s, 3),
-        },
-        separators=(",", ":"),
+    values = (
+        format_time(r.time),
+        r.meter,
+        r.pulses,
+        round(r.energy_kwh, 6),
+        None if r.power_w is None else round(r.power_w, 2),
+        None if r.interval_s is None else round(r.interval_s, 3),
     )
+    return json.dumps(dict(zip(STATE_FIELDS, values)), separators=(",", ":"))
 
 
 def discovery_configs(
@@ -264,6 +266,7 @@ class MQTTSink(Sink):
         "client_id": Option("str", None, nullable=True),
         "keepalive_s": Option("int", 60, minimum=5, maximum=3600),
     }
+    PACKAGES = {"paho.mqtt": "paho-mqtt"}
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)
