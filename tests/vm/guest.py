@@ -97,6 +97,7 @@ class Driver:
         self.line = line
         self.led = led
         self.led_rises: List[int] = []  # when the LED was first seen lit
+        self.led_falls: List[int] = []  # and seen dark again
         self._led_level = 0 if led is None else chip.value(led)
 
     def _write(self, up: bool) -> List[int]:
@@ -113,6 +114,8 @@ class Driver:
                 level = self.chip.value(self.led)
                 if level and not self._led_level:
                     self.led_rises.append(now)
+                elif self._led_level and not level:
+                    self.led_falls.append(now)
                 self._led_level = level
                 time.sleep(min(0.001, (deadline_ns - now) / 1e9))
             else:
@@ -140,7 +143,12 @@ class Driver:
             self._write(True)
             next_ns = start + intervals_ms[i % len(intervals_ms)] * 1_000_000
         self._wait_until(time.monotonic_ns() + 300_000_000)  # the last blink
-        return {"edges": edges, "bounces": bounces, "led_rises": self.led_rises}
+        return {
+            "edges": edges,
+            "bounces": bounces,
+            "led_rises": self.led_rises,
+            "led_falls": self.led_falls,
+        }
 
 
 # Running power.py ----------------------------------------------------------------
