@@ -9,6 +9,7 @@ a missing kernel is a failure.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import statistics
@@ -73,12 +74,37 @@ def results(tmp_path_factory) -> Dict[str, Any]:
 
 
 def scenario(results: Dict[str, Any], name: str) -> Dict[str, Any]:
+    # The guest's clock must resolve well under a millisecond, or timing
+    # checks pass on coarse (jiffy) time and the figures mean nothing.
+    assert "jiffies" not in results["clocksource"], results["clocksource"]
     found = results[name]
     assert "error" not in found, found.get("error")
     return found
 
 
 # Comparing readings with the driven train -----------------------------------
+
+
+def accepted_edges(run: Dict[str, Any]) -> List[List[int]]:
+    """The driven falling edges (flashes and bounces, as write windows) the
+    meter must accept: each at least METER debounce_ms after the last one
+    accepted. A bounce is driven 5 ms after its flash; only if the host
+    stalled the guest past the lockout is it a pulse by the meter's rules.
+    A gap the driver's own timing leaves undecided fails the test."""
+    lockout = guest.DEBOUNCE_MS * 1_000_000
+    driven = sorted(run["edges"] + run["bounce_edges"])
+    accepted: List[List[int]] = []
+    for before, after in driven:
+        if accepted:
+            last_before, last_after = accepted[-1]
+            if after - last_before < lockout:
+                continue  # surely inside the lockout: a glitch
+            assert before - last_after >= lockout, (
+                "the driver's timing cannot tell whether an edge came inside "
+                "the meter's lockout; the host was too busy for this run"
+            )
+        accepted.append([before, after])
+    return accepted
 
 
 def driven_bounds(edges: List[List[int]], i: int) -> Tuple[float, float]:
@@ -91,9 +117,10 @@ def interval_errors(run: Dict[str, Any]) -> List[float]:
     """For each reading after the first: how far its interval lies outside
     the interval the driver can have produced, in ms (0 when inside)."""
     rows = pulse_rows(csv_rows(run["csv"]))
+    edges = accepted_edges(run)
     errors = []
     for i, row in enumerate(rows[1:], start=1):
-        low, high = driven_bounds(run["edges"], i)
+        low, high = driven_bounds(edges, i)
         reported = float(row["interval_s"])
         errors.append(max(low - reported, reported - high, 0.0) * 1000)
     return errors
@@ -103,10 +130,11 @@ def power_errors(run: Dict[str, Any]) -> List[float]:
     """Relative error of each reading's power against the driven interval
     (the middle of its bounds), in percent."""
     rows = pulse_rows(csv_rows(run["csv"]))
+    edges = accepted_edges(run)
     joules = 3.6e6 / guest.PULSES_PER_KWH
     out = []
     for i, row in enumerate(rows[1:], start=1):
-        low, high = driven_bounds(run["edges"], i)
+        low, high = driven_bounds(edges, i)
         truth = joules / ((low + high) / 2)
         out.append(abs(float(row["power_w"]) - truth) / truth * 100)
     return out
@@ -137,12 +165,17 @@ def test_daemon_counts_every_pulse_and_no_bounce(results, name, count):
     run = scenario(results, name)
     assert run.get("exit") == 0, run.get("output", "") + run.get("log", "")
     rows = pulse_rows(csv_rows(run["csv"]))
-    assert [int(r["pulses"]) for r in rows] == list(range(1, count + 1))
     assert len(run["edges"]) == count
-    assert run["bounces"] == count // guest.BOUNCE_EVERY
+    assert run["bounces"] == len(run["bounce_edges"]) == count // guest.BOUNCE_EVERY
+    expected = len(accepted_edges(run))
+    # The train is a real test of bounce rejection only if nearly every
+    # bounce came inside the lockout as driven.
+    assert expected <= count + run["bounces"] // 10
+    assert [int(r["pulses"]) for r in rows] == list(range(1, expected + 1))
     # With no kernel filter every bounce reaches the meter, which rejects
     # it on the kernel's edge times and counts it.
-    assert glitches(run["log"]) == run["bounces"]
+    driven = count + run["bounces"]
+    assert glitches(run["log"]) == driven - expected
     assert "Traceback" not in run["log"]
 
 
@@ -154,7 +187,9 @@ def test_leds_on_the_same_chip(results, name, count):
     run = scenario(results, name)
     assert run["ready_led_on"], "the ready LED line was not driven high"
     rises, falls = run["led_rises"], run["led_falls"]
-    assert count * (1 - LED_MERGES) <= len(rises) <= count, len(rises)
+    pulses = len(accepted_edges(run))
+    assert pulses >= count
+    assert pulses * (1 - LED_MERGES) <= len(rises) <= pulses, len(rises)
     # Each blink follows a pulse: no blink without a pulse before it.
     first_edge = run["edges"][0][0]
     assert all(t >= first_edge for t in rises)
@@ -162,7 +197,7 @@ def test_leds_on_the_same_chip(results, name, count):
     # it lit) within LED_WITHIN_S.
     spans = list(zip(rises, falls + [rises[-1] + 10**10]))
     within = int(LED_WITHIN_S * 1e9)
-    for i, (before, _after) in enumerate(run["edges"]):
+    for i, (before, _after) in enumerate(accepted_edges(run)):
         lit = any(on <= before + within and off >= before for on, off in spans)
         assert lit, f"the detect LED did not light after pulse {i + 1}"
     assert run["ready_led_after"] == 0 and run["detect_led_after"] == 0
@@ -175,7 +210,7 @@ def test_leds_on_the_same_chip(results, name, count):
 def test_intervals_are_the_kernels_edge_times(results, name, count):
     run = scenario(results, name)
     errors = interval_errors(run)
-    assert len(errors) == count - 1
+    assert len(errors) == len(accepted_edges(run)) - 1 >= count - 1
     assert max(errors) <= SLACK_MS, sorted(errors)[-10:]
     # Power against the middle of what was driven: the driver's own write
     # time is the only uncertainty left.
@@ -243,12 +278,14 @@ def test_kernel_stamps_without_filter_lie_inside_the_write(results):
 
 def test_kernel_filter_stamps_late(results):
     # With a debounce period the kernel stamps the edge when its debounce
-    # work runs, at least that period after the edge: the reason the
-    # gpiod backend's default filter is 0 (the meter debounces instead).
-    for period in ("1",):
-        run = scenario(results, "timestamps")[period]
-        assert len(run["stamps"]) == len(run["edges"])
-        assert min(lags_ms(run)) >= float(period) * 0.9
+    # work runs, at least that period after the edge (and, when that work
+    # runs after the flash has ended, not at all): the reason the gpiod
+    # backend's default filter is 0 (the meter debounces instead).
+    run = scenario(results, "timestamps")["1"]
+    befores = [before for before, _after in run["edges"]]
+    assert 0 < len(run["stamps"]) <= len(befores)
+    lags = [ts - befores[bisect.bisect_right(befores, ts) - 1] for ts in run["stamps"]]
+    assert min(lags) >= 0.9 * 1_000_000
 
 
 def test_default_filter_is_off():
