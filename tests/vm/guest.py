@@ -146,7 +146,8 @@ class Driver:
             self._wait_until(start + FLASH_MS * 1_000_000)
             self._write(True)
             next_ns = start + intervals_ms[i % len(intervals_ms)] * 1_000_000
-        self._wait_until(time.monotonic_ns() + 300_000_000)  # the last blink
+        # The last blink, watched for longer than the tests allow it to come.
+        self._wait_until(time.monotonic_ns() + 1_000_000_000)
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         return {
             "edges": edges,
