@@ -10,7 +10,7 @@ venv: $(STAMP)
 
 # Self-healing: the stamp is written last, so an interrupted run is simply
 # run again, and a venv left without a working pip is made anew.
-$(STAMP): src/requirements.txt tests/requirements.txt
+$(STAMP): src/requirements.txt tests/requirements.txt tests/vm/requirements.txt
 	@$(PY) -m pip --version >/dev/null 2>&1 || { \
 	    echo "make venv: creating $(VENV) with $(PYTHON)"; \
 	    rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
@@ -19,6 +19,9 @@ $(STAMP): src/requirements.txt tests/requirements.txt
 	    -r src/requirements.txt -r tests/requirements.txt
 	@$(PY) -m pip check >/dev/null || { \
 	    echo "make venv: the install did not finish; run make venv again"; exit 1; }
+	@# The real GPIO libraries, for the VM tests only (see that file).
+	$(PY) -m pip install --progress-bar off --disable-pip-version-check \
+	    --upgrade --target $(VENV)/gpio-libs -r tests/vm/requirements.txt
 	@touch $(STAMP)
 	@echo "make venv: ready"
 

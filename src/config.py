@@ -71,6 +71,7 @@ TOP_LEVEL = {
 }
 
 DEFAULT_DATA_DIR = "/var/lib/power"
+DEFAULT_BACKEND = "auto"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class MeterSetup:
     input_class: Type[InputBackend]
     input_options: Dict[str, Any]
     detect_led: Optional[int]
+    input_note: str = ""  # which backend reads it and why (log, --status)
 
 
 @dataclass(frozen=True)
@@ -184,14 +186,19 @@ def _meter(where: str, given: Any) -> MeterConfig:
 
 
 def _input(where: str, given: Any):
+    """(backend class, its checked settings, which backend and why)."""
     if not isinstance(given, dict):
         raise SettingsError(f"{where} = {show(given)}: expected a dict")
-    backend = given.get("backend", "rpigpio")
+    backend = given.get("backend", DEFAULT_BACKEND)
     cls = backend_class(backend, where)
-    values = validate(
-        where, {"backend": "rpigpio", **given}, cls.OPTIONS, f"backend {backend!r}"
-    )
-    return cls, values
+    owner = f"backend {backend!r}"
+    values = validate(where, {"backend": backend, **given}, cls.OPTIONS, owner)
+    resolve = getattr(cls, "resolve", None)
+    if resolve is None:
+        return cls, values, f"{where}['backend'] = {backend!r}"
+    backend, options, why = resolve(values)  # 'auto' picks a real backend
+    cls = backend_class(backend, where)
+    return cls, validate(where, options, cls.OPTIONS, owner), why
 
 
 def _sink(where: str, given: Any) -> SinkSetup:
@@ -260,14 +267,14 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
                 {k: v for k, v in entry.items() if k in METERS_EXTRA},
                 METERS_EXTRA,
             )
-            cls, opts = _input(f"{where}['input']", extra["input"])
+            cls, opts, note = _input(f"{where}['input']", extra["input"])
             meters.append(
-                MeterSetup(_meter(where, own), cls, opts, extra["detect_led"])
+                MeterSetup(_meter(where, own), cls, opts, extra["detect_led"], note)
             )
     else:
-        cls, opts = _input("INPUT", values.get("INPUT", {}))
+        cls, opts, note = _input("INPUT", values.get("INPUT", {}))
         config = _meter("METER", values.get("METER", {}))
-        meters.append(MeterSetup(config, cls, opts, leds["detect"]))
+        meters.append(MeterSetup(config, cls, opts, leds["detect"], note))
     names = [m.config.name for m in meters]
     for name in names:
         if names.count(name) > 1:
@@ -435,7 +442,10 @@ def with_input(settings: Settings, backend: str, options: Dict[str, Any]) -> Set
         if several and "meter" in cls.OPTIONS:
             given["meter"] = m.config.name  # each meter takes its own CSV rows
         values = validate("command line", given, cls.OPTIONS)
-        meters.append(replace(m, input_class=cls, input_options=values))
+        note = f"--{backend.replace('simulated', 'simulate')}"
+        meters.append(
+            replace(m, input_class=cls, input_options=values, input_note=note)
+        )
     return replace(settings, meters=meters)
 
 

@@ -193,6 +193,8 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
     code = EXIT_OK if pid is not None else EXIT_NOT_RUNNING
     if settings is None:
         return code  # no settings: no journal to read
+    for m in settings.meters:
+        print(f"input of meter {m.config.name}: {m.input_note}")
     sinks = [s.name for s in settings.sinks]
     try:
         status = read_status(journal_path(settings.data_dir), sinks)

@@ -189,7 +189,10 @@ class Service:
                 raise StartError(str(exc)) from None
             self._started_inputs.append(backend)
             self.log.info(
-                "meter %s reads %s", s.meters[i].config.name, backend.describe()
+                "meter %s reads %s (%s)",
+                s.meters[i].config.name,
+                backend.describe(),
+                s.meters[i].input_note,
             )
 
     def _start_exporter(self) -> None:

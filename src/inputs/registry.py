@@ -12,6 +12,7 @@ from inputs.base import InputBackend
 from plugins import load
 
 BACKENDS: Dict[str, str] = {
+    "auto": "inputs.auto:AutoInput",  # picks gpiod or rpigpio (not a backend)
     "rpigpio": "inputs.rpigpio:RpiGpioInput",
     "gpiod": "inputs.libgpiod:GpiodInput",
     "simulated": "inputs.simulated:SimulatedInput",
