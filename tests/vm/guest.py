@@ -29,7 +29,7 @@ SRC = ROOT / "src"
 POWER = SRC / "power.py"
 GPIO_LIBS = ROOT / ".venv" / "gpio-libs"  # real gpiod, lgpio, rpi-lgpio
 CONFIGFS = Path("/sys/kernel/config/gpio-sim")
-WORK = Path("/tmp/power-vm")
+WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "power-vm"  # guest scratch
 
 # The train every backend reads: intervals cycle through these (ms), so
 # rates vary from 1.3 to 9 kW at 10 000 imp/kWh; every BOUNCE_EVERY-th
