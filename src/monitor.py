@@ -163,6 +163,11 @@ class Monitor:
                     for reading in meter.tick(now_ns):
                         journal.append(reading)
             now = time.monotonic()
+            # Before the commit: the first prune sees only what earlier runs
+            # left, as it always has.
+            if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
+                self._prune()
+                last_prune = now
             pending = journal.pending
             if pending and (now - last_commit >= interval or pending >= COMMIT_ROWS):
                 self._commit()  # sink positions ride along: one sync
@@ -173,9 +178,6 @@ class Monitor:
             if now - last_offsets >= interval:
                 self.load_offsets()
                 last_offsets = now
-            if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
-                self._prune()
-                last_prune = now
             for backend in self.inputs:
                 problem = backend.failure()
                 if problem:
