@@ -175,7 +175,7 @@ class Monitor:
             elif now - max(last_commit, last_save) >= CURSOR_SAVE_S:
                 self._commit()  # sink positions alone, after a quiet spell
                 last_save = now
-            if now - last_offsets >= interval:
+            if now - last_offsets >= TICK_S:  # a cheap look, once a second
                 self.load_offsets()
                 last_offsets = now
             for backend in self.inputs:
