@@ -31,7 +31,7 @@ FINITE_TICK_S = 0.05
 WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
 RUN = 10000  # edges taken in one go before commits and ticks get a look
-COMMIT_ROWS = 10000  # pending readings that make a commit without waiting
+COMMIT_ROWS = 5000  # pending readings that make a commit without waiting
 # Sink positions are saved with the next commit of readings; alone (a sync
 # of their own) only when no reading came for this long. A position lost to
 # a crash only sends a few readings again to sinks where that is harmless.
