@@ -30,6 +30,10 @@ TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
 FINITE_TICK_S = 0.05
 WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
+# The first prune waits until each sink has surely found its place from its
+# own record (a CSV whose tail a power cut lost goes back before its saved
+# position, to rows a prune at once could take).
+PRUNE_FIRST_S = 60.0
 RUN = 10000  # edges taken in one go before commits and ticks get a look
 COMMIT_ROWS = 5000  # pending readings that make a commit without waiting
 # Sink positions are saved with the next commit of readings; alone (a sync
@@ -129,7 +133,8 @@ class Monitor:
         finite = self.inputs if all(i.finite for i in self.inputs) else []
         interval = self.commit_interval_s
         last_commit = -interval  # the first reading is committed at once
-        last_save = last_offsets = last_prune = 0.0
+        last_save = last_offsets = 0.0
+        last_prune = time.monotonic() - PRUNE_EVERY_S + PRUNE_FIRST_S
         get_nowait = self.edges.get_nowait
         while not self.stopping.is_set():
             # Clocks first: a virtual clock covers only edges already queued.
@@ -163,8 +168,6 @@ class Monitor:
                     for reading in meter.tick(now_ns):
                         journal.append(reading)
             now = time.monotonic()
-            # Before the commit: the first prune sees only what earlier runs
-            # left, as it always has.
             if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
                 self._prune()
                 last_prune = now
