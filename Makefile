@@ -33,10 +33,13 @@ run: venv
 test: venv
 	$(PY) -m pytest
 
-# Core throughput, idle CPU and disk writes; then the network sinks; then a
-# fleet of 50 daemons into one broker and one InfluxDB (about 6 minutes).
+# Core throughput, idle CPU and disk writes; memory, syncs and wakeups
+# beside an earlier version (block-device figures need root); then the
+# network sinks; then a fleet of 50 daemons into one broker and one InfluxDB
+# (about 12 minutes).
 bench: venv
 	$(PY) bench/run.py
+	$(PY) bench/lean.py
 	$(PY) bench/sinks.py
 	$(PY) bench/fleet.py
 

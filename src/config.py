@@ -67,11 +67,15 @@ TOP_LEVEL = {
     "LOG_LEVEL",
     "RETENTION_DAYS",
     "DRAIN_TIMEOUT_S",
+    "COMMIT_INTERVAL_S",
     "METRICS",
 }
 
 DEFAULT_DATA_DIR = "/var/lib/power"
 DEFAULT_BACKEND = "auto"
+# Readings are synced to the journal at most this often (the first after a
+# quiet spell at once): one sync per commit, whatever the sinks.
+DEFAULT_COMMIT_INTERVAL_S = 5
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Settings:
     log_level: str = "INFO"
     retention_days: float = 90.0
     drain_timeout_s: float = 60.0
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
     secrets: List[str] = field(default_factory=list)
     metrics: Optional[MetricsSetup] = None  # Prometheus; None is off
 
@@ -320,6 +325,12 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
         ),
         drain_timeout_s=_number(
             "DRAIN_TIMEOUT_S", values.get("DRAIN_TIMEOUT_S", 60), 0, 86400
+        ),
+        commit_interval_s=_number(
+            "COMMIT_INTERVAL_S",
+            values.get("COMMIT_INTERVAL_S", DEFAULT_COMMIT_INTERVAL_S),
+            0,
+            60,
         ),
         secrets=_secrets(sinks),
         metrics=parse_metrics(values.get("METRICS")),

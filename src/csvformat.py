@@ -58,13 +58,36 @@ def format_number(value: Optional[float], places: int) -> str:
     return "0" if text in ("-0", "") else text
 
 
+# Below this, "%.Nf" (N at most 6) has at most 15 significant digits, so it
+# and the shortest text of round(value, N) are one decimal: the fast path.
+FAST_BELOW = 1e9
+
+
+def _number(value: Optional[float], fmt: str, places: int) -> str:
+    """format_number for a CSV line, about twice as fast for usual values
+    (a quarter of a replay's CPU went into formatting numbers)."""
+    if value is None:
+        return ""
+    if -FAST_BELOW < value < FAST_BELOW:  # False for NaN
+        text = fmt % value
+        if text[-1] == "0":
+            text = text.rstrip("0").rstrip(".")
+            if text == "-0":
+                return "0"
+        return text
+    return format_number(value, places)
+
+
 def csv_line(r: Reading, estimate_column: bool = True) -> str:
     """One CSV line (no newline). Meter names are checked to need no quoting.
     The estimate column is 1 for an estimate, 0 for a pulse."""
     t, meter, pulses, energy, power, interval, estimate = r
+    minutes, millis = divmod(int(round(t * 1000)), 60_000)
+    seconds, millis = divmod(millis, 1000)
     line = (
-        f"{format_time(t)},{meter},{pulses},{format_number(energy, 6)},"
-        f"{format_number(power, 2)},{format_number(interval, 3)}"
+        f"{_minute(minutes)}{seconds:02d}.{millis:03d}Z,{meter},{pulses},"
+        f"{_number(energy, '%.6f', 6)},{_number(power, '%.2f', 2)},"
+        f"{_number(interval, '%.3f', 3)}"
     )
     if estimate_column:
         return line + (",1" if estimate else ",0")

@@ -1,17 +1,17 @@
 """The journal: the one durable write path between the meter and the sinks.
 
 Every reading is appended to an SQLite database in WAL mode, committed in
-groups (at most once a second, and on stop). The last reading of each meter
-carries its cumulative pulse count, so energy stays continuous across
-restarts. Each sink reads forward from its own cursor and moves it only after
-a successful write, so an outage of any length or a kill -9 loses nothing
-that was committed. Cursors are saved with the next group commit, as a
-reading sent twice after a crash is harmless to those sinks; a sink that
-cannot tell (the CSV file) saves its own at once. Rows every sink has passed
-are pruned after a retention period.
+groups (at most once per COMMIT_INTERVAL_S, and on stop). The last reading
+of each meter carries its cumulative pulse count, so energy stays
+continuous across restarts. Each sink reads forward from its own cursor and
+moves it only after a successful write, so an outage of any length or a
+kill -9 loses nothing that was committed. Cursors are saved with the next
+group commit, as a reading sent twice after a crash is harmless to those
+sinks; the CSV file finds its own place from its last line. Rows every
+sink has passed are pruned after a retention period.
 
 Written for SD cards: 1 KiB pages, no index beyond the sequence number, and
-one synced commit a second at most, whatever the number of sinks.
+one synced commit per interval at most, whatever the number of sinks.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from replayfile import LATEST
 
 FILENAME = "journal.sqlite3"
 MARK_FILENAME = "journal.mark"  # the high-water mark, beside the journal
-MARK_EVERY_S = 60.0  # at most one mark write a minute, and one at stop
+# At most one mark write (a sync) every ten minutes, and one at stop: a
+# lost journal is told by any mark above it, however old.
+MARK_EVERY_S = 600.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -306,7 +308,7 @@ class Journal:
         )
 
     def _write_mark(self) -> None:
-        """Save the high-water mark (at start, at most once a minute, at stop)."""
+        """Save the high-water mark (at start, every MARK_EVERY_S, at stop)."""
         mark = Mark(max(self.last_seq, self._seq_floor), dict(self._counts))
         try:
             write_mark(self.path, mark)
@@ -459,11 +461,17 @@ class Journal:
             self._last_of[r.meter] = first + i
         self._pending = []
         self.last_seq = seq
-        # What was just committed, for handing to the sinks without a read.
-        self.committed: List[Row] = list(zip(range(first, seq + 1), rows))
+        # What was just committed, for handing to the sinks without a read
+        # (take_committed: the journal keeps no reference once handed on).
+        self.committed = list(zip(range(first, seq + 1), rows))
         if rows and time.monotonic() - self._mark_at >= MARK_EVERY_S:
             self._write_mark()
         return bool(rows)
+
+    def take_committed(self) -> List[Row]:
+        """The rows of the last commit, once: held no longer than needed."""
+        rows, self.committed = self.committed, []
+        return rows
 
     def _save_cursors(self, cursors: Dict[str, int]) -> None:
         self.conn.executemany(SAVE_CURSOR, cursors.items())

@@ -1,8 +1,10 @@
 """Status LEDs: 'ready' lit while running, 'detect' blinks on each pulse.
 
 The original monitor started a thread per flash; here one worker serves
-every LED. blink() only records a deadline and sets an event, so a burst of
-pulses costs nothing and an LED stays lit through overlapping blinks.
+every LED. blink() only records a deadline; it wakes the worker only when
+the LED has to be switched on, so at 120 pulses a second the worker wakes
+no more than it switches (an LED lit by the blink before stays lit, and the
+worker, waking at the old deadline, finds the new one and sleeps on).
 """
 
 from __future__ import annotations
@@ -44,24 +46,27 @@ class StatusLeds:
         """Light a meter's detect LED for blink_s; cheap and never blocks."""
         if meter in self.detect:
             with self._lock:
+                lit = meter in self._off_at
                 self._off_at[meter] = time.monotonic() + self.blink_s
-            self._event.set()
+            if not lit:  # else the worker sees the new deadline when due
+                self._event.set()
 
     def _run(self) -> None:
         while not self._stopping:
-            with self._lock:
-                due = dict(self._off_at)
             now = time.monotonic()
-            next_change = None
-            for name, off_at in due.items():
-                want = off_at > now
+            with self._lock:
+                # A deadline passed is dropped here, under the lock, so the
+                # next blink() sees an unlit LED and wakes this worker.
+                for name in [n for n, t in self._off_at.items() if t <= now]:
+                    del self._off_at[name]
+                due = dict(self._off_at)
+                self._event.clear()
+            for name in self.detect:
+                want = name in due
                 if want != self._lit[name]:
                     self._switch(name, want)
-                if want and (next_change is None or off_at < next_change):
-                    next_change = off_at
-            timeout = None if next_change is None else max(0.0, next_change - now)
+            timeout = min(due.values()) - now if due else None
             self._event.wait(timeout)
-            self._event.clear()
 
     def _switch(self, name: str, on: bool) -> None:
         self._lit[name] = on

@@ -2,9 +2,13 @@
 
 Input callbacks only put (meter index, t_mono_ns, t_wall) on a SimpleQueue.
 This thread takes them in order, lets each meter turn them into readings,
-appends those to the journal, commits in groups at most once a second and
-wakes the sink runners after each commit. It ticks at least once a second
-so an idle meter's estimates appear and a stop is seen promptly.
+appends those to the journal, commits in groups and wakes the sink runners
+after each commit. A reading is committed at once when the previous commit
+is older than the commit interval (so the first reading after start or a
+quiet spell lands at once), else when the interval has passed since that
+commit, or as soon as COMMIT_ROWS wait (a replay at full speed): what is
+held in memory stays bounded. It ticks at least once a second so an idle
+meter's estimates appear and a stop is seen promptly.
 """
 
 from __future__ import annotations
@@ -26,10 +30,16 @@ TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
 FINITE_TICK_S = 0.05
 WAKE = None  # put on the queue by stop() so the loop sees it at once
 PRUNE_EVERY_S = 3600.0
-# The first prune waits: at start a sink may rewrite a lost tail of its own
-# record (a cut CSV) from rows it had passed, which pruning would take away.
-FIRST_PRUNE_S = 300.0
+# The first prune waits until each sink has surely found its place from its
+# own record (a CSV whose tail a power cut lost goes back before its saved
+# position, to rows a prune at once could take).
+PRUNE_FIRST_S = 60.0
 RUN = 10000  # edges taken in one go before commits and ticks get a look
+COMMIT_ROWS = 5000  # pending readings that make a commit without waiting
+# Sink positions are saved with the next commit of readings; alone (a sync
+# of their own) only when no reading came for this long. A position lost to
+# a crash only sends a few readings again to sinks where that is harmless.
+CURSOR_SAVE_S = 60.0
 
 
 class Monitor:
@@ -121,15 +131,22 @@ class Monitor:
         # A run ends by itself only when every input does (replays); a
         # replay beside a live meter just stops adding pulses.
         finite = self.inputs if all(i.finite for i in self.inputs) else []
-        last_commit = time.monotonic()
-        last_prune = time.monotonic() - PRUNE_EVERY_S + FIRST_PRUNE_S
+        interval = self.commit_interval_s
+        last_commit = -interval  # the first reading is committed at once
+        last_save = last_offsets = 0.0
+        last_prune = time.monotonic() - PRUNE_EVERY_S + PRUNE_FIRST_S
         get_nowait = self.edges.get_nowait
         while not self.stopping.is_set():
             # Clocks first: a virtual clock covers only edges already queued.
             clocks = [backend.clock()[0] for backend in self.inputs]
+            # While a replay runs, look often whether it has ended; readings
+            # waiting for their commit wake it when it is due.
+            timeout = FINITE_TICK_S if finite else TICK_S
+            if journal.pending:
+                due = last_commit + interval - time.monotonic()
+                timeout = min(timeout, max(due, 0.0))
             try:
-                # While a replay runs, look often whether it has ended.
-                item = get(timeout=FINITE_TICK_S if finite else TICK_S)
+                item = get(timeout=timeout)
             except queue.Empty:
                 item = WAKE
             # Take what is queued, a bounded run so commits still come.
@@ -151,13 +168,19 @@ class Monitor:
                     for reading in meter.tick(now_ns):
                         journal.append(reading)
             now = time.monotonic()
-            if now - last_commit >= self.commit_interval_s:
-                self._commit()
-                self.load_offsets()
-                last_commit = now
             if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
                 self._prune()
                 last_prune = now
+            pending = journal.pending
+            if pending and (now - last_commit >= interval or pending >= COMMIT_ROWS):
+                self._commit()  # sink positions ride along: one sync
+                last_commit = now
+            elif now - max(last_commit, last_save) >= CURSOR_SAVE_S:
+                self._commit()  # sink positions alone, after a quiet spell
+                last_save = now
+            if now - last_offsets >= TICK_S:  # a cheap look, once a second
+                self.load_offsets()
+                last_offsets = now
             for backend in self.inputs:
                 problem = backend.failure()
                 if problem:
@@ -205,7 +228,7 @@ class Monitor:
             self.log.warning("journal writable again; readings saved")
             self._commit_failing = False
         if committed:
-            self.on_commit(self.journal.committed)
+            self.on_commit(self.journal.take_committed())
 
     def load_offsets(self) -> None:
         """Take up offsets set by `power.py register` (also while running)."""

@@ -171,6 +171,7 @@ class Service:
             on_commit=self._notify_runners,
             leds=self.leds,
             log=self.log,
+            commit_interval_s=s.commit_interval_s,
             retention_s=s.retention_days * 86400.0,
             sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
             on_done=self.wakeup.set,
@@ -254,12 +255,17 @@ class Service:
         )
 
     def _backlog(self) -> int:
-        """Readings waiting for the slowest healthy sink, for inputs that can
-        pause (replays, simulations): they wait rather than outrun it."""
-        assert self.monitor is not None
-        waiting = [r.inbox_rows for r in self.runners if not r.failing]
-        ahead = max(waiting, default=0) - AHEAD_ROWS
-        return self.monitor.backlog() + max(ahead, 0)
+        """Readings held in memory or waiting for the slowest healthy sink,
+        for inputs that can pause (replays, simulations): they wait rather
+        than outrun it, so memory stays bounded however long the replay.
+        Edges queued, readings pending for the next commit and rows the
+        slowest healthy sink has not written (each in its hand-off) count;
+        a failing sink's backlog waits in the journal, not in memory."""
+        assert self.monitor is not None and self.journal is not None
+        last = self.journal.last_seq
+        lags = [last - max(r.cursor, 0) for r in self.runners if not r.failing]
+        ahead = max(lags, default=0) - AHEAD_ROWS
+        return self.monitor.backlog() + self.journal.pending + max(ahead, 0)
 
     def _notify_runners(self, rows: List[Row]) -> None:
         if self.commits is not None:

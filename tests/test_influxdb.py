@@ -89,6 +89,7 @@ def test_outage_in_the_middle_of_a_replay_loses_nothing(ws, influx, tmp_path):
         {"backend": "simulated"},
         SINKS=[{"type": "file", "path": str(ws.csv)}, influx_sink(influx)],
         DRAIN_TIMEOUT_S=60,
+        COMMIT_INTERVAL_S=1,  # the sink tries to write during the outage
     )
     times = [T0 + i * 0.5 for i in range(240)]  # 7200 W
     replay = write_replay(tmp_path / "p.txt", times)

@@ -287,7 +287,9 @@ def test_estimates_are_marked_in_the_state_and_energy_stays_counted(
     Assistant reads never moves without a pulse."""
     sub = require("mosquitto_sub", "mosquitto-clients")
     pub = require("mosquitto_pub", "mosquitto-clients")
-    ws.write({"backend": "simulated"}, SINKS=[mqtt_sink(broker.port)])
+    ws.write(
+        {"backend": "simulated"}, SINKS=[mqtt_sink(broker.port)], COMMIT_INTERVAL_S=1
+    )
     topic = ["-h", "127.0.0.1", "-p", str(broker.port), "-t", "power/house/state"]
     # A retained probe comes back first: then the listener is subscribed.
     subprocess.run([pub, *topic, "-r", "-m", "{}"], check=True, timeout=10)

@@ -150,6 +150,7 @@ def test_device_api_with_an_outage_backlog_in_time_order(ws, tb, tmp_path):
             {"type": "file", "path": str(ws.csv)},
             tb_sink(tb.port, token=token, client_id="flat7"),
         ],
+        COMMIT_INTERVAL_S=1,  # the sink tries to write during the outage
     )
     proc = subprocess.Popen(
         power_cmd("--settings", str(ws.settings), "--replay", str(replay))

@@ -5,10 +5,13 @@ last complete line (cutting off a half-written one) and the runner finds
 that reading in the journal and goes on right after it, whatever the saved
 cursor says. So after any crash the file has each reading exactly once: a
 batch written but not yet marked is not written again, and rows lost from
-the file's end (a cut file, a lost tail) are written again from the journal.
-The cursor, saved after each write, is only the fallback for a last line the
-journal no longer holds. Times are not compared, as a Pi without a clock may
-boot with one earlier than the file's last line.
+the file's end (a cut file, a tail a power cut kept from the disk) are
+written again from the journal. That is why the file needs no sync of its
+own: every row it gets was synced in the journal first, and the kernel
+writes the file out in its own time (an SD card lives on few syncs). The
+cursor, saved with the journal's next commit, is only the fallback for a
+last line the journal no longer holds. Times are not compared, as a Pi
+without a clock may boot with one earlier than the file's last line.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ def _not_a_directory(path: str) -> Optional[str]:
 
 class FileSink(Sink):
     OPTIONS = {"path": Option("path", check=_not_a_directory)}
-    DURABLE_CURSOR = True
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)
@@ -169,8 +171,7 @@ class FileSink(Sink):
         data = ("\n".join(lines) + "\n").encode()
         try:
             self._file.write(data)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            self._file.flush()  # to the kernel; the journal has it on disk
         except OSError as exc:
             # A partial write is cut off on the next open.
             self.close()

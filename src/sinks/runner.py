@@ -22,7 +22,9 @@ from sinks.base import Sink, SinkError
 
 MAX_BATCH = 1_000_000
 INBOX_ROWS = 200_000  # committed rows kept at hand per sink
-AHEAD_ROWS = 50_000  # how far a paused input (a replay) may run ahead
+# How far a paused input (a replay) may run ahead of the slowest healthy
+# sink; with the monitor's COMMIT_ROWS it bounds the readings in memory.
+AHEAD_ROWS = 5_000
 IDLE_POLL_S = 5.0
 
 
