@@ -18,20 +18,8 @@ from options import SettingsError
 from replayfile import ReplayFileError, count_pulses
 
 SECRET = "S3cretValue-9f2c"
-TOP = [
-    "METER",
-    "INPUT",
-    "METERS",
-    "LEDS",
-    "DATA_DIR",
-    "SINKS",
-    "PIDFILE",
-    "LOGFILE",
-    "LOG_LEVEL",
-    "RETENTION_DAYS",
-    "DRAIN_TIMEOUT_S",
-    "OTHER",
-]
+# Every top-level name the loader knows, and one it does not.
+TOP = sorted(config.TOP_LEVEL) + ["OTHER"]
 KEYS = [
     "name",
     "pulses_per_kwh",
