@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
+from servers import Influx
 
 ROOT = Path(__file__).resolve().parent.parent
 POWER = ROOT / "src" / "power.py"
@@ -139,6 +140,15 @@ class Workspace:
 
     def log(self) -> str:
         return self.logfile.read_text() if self.logfile.exists() else ""
+
+
+@pytest.fixture
+def influx(tmp_path: Path):
+    """A real InfluxDB on a free loopback port, for one test."""
+    server = Influx(tmp_path / "influx")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -28,19 +28,10 @@ from conftest import (
     write_replay,
 )
 from librato_server import LibratoAPI
-from servers import Influx
 
 from csvformat import parse_time
 
 T0 = 1_714_563_000.0
-
-
-@pytest.fixture
-def influx(tmp_path):
-    server = Influx(tmp_path / "influx")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _no_traceback(res: subprocess.CompletedProcess) -> None:

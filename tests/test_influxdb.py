@@ -21,14 +21,6 @@ from servers import Influx
 T0 = 1_700_000_000.0
 
 
-@pytest.fixture
-def influx(tmp_path):
-    server = Influx(tmp_path / "influx")
-    server.start()
-    yield server
-    server.stop()
-
-
 def influx_sink(server, **extra):
     sink = {
         "type": "influxdb",
