@@ -13,14 +13,29 @@ below one pulse's energy over the time elapsed: that falling upper bound is
 published, marked as an estimate, each time it has fallen by `estimate_fall`
 (by default a fifth), stamped at the moment it reached that value. The next
 pulse gives the exact mean again.
+
+Flash widths: a backend that sees both edges of a flash reports the
+configured edge as START and the other as END. The pulse is then decided at
+the END: a flash narrower than `min_pulse_ms` or wider than `max_pulse_ms`
+is a ghost (ambient light, a reflection, a stuck LED), counted apart and
+never a pulse; a dark gap shorter than `min_pulse_ms` inside a flash is a
+bounce (a glitch), and the flash goes on. An accepted flash counts as a
+pulse at its START, after the interval debounce and plausibility guard, so
+power and energy are as without widths. A PULSE edge (a replay of pulse
+times, an input that sees one edge) is a pulse with no width to check.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 NS_PER_S = 1_000_000_000
+
+# What an edge is (the third value an input hands on).
+PULSE = 0  # a pulse, width unknown (one edge seen)
+START = 1  # the configured edge: a flash begins
+END = 2  # the other edge: the flash ends
 
 
 class Reading(NamedTuple):
@@ -50,6 +65,8 @@ class MeterConfig:
     idle_timeout_s: float = 0.0  # 0: no 0 W reading (the bound falls instead)
     energy_offset_kwh: float = 0.0
     estimate_fall: float = 0.2  # 0: no estimates between pulses
+    min_pulse_ms: float = 5.0  # narrower flashes are ghosts (0: no limit)
+    max_pulse_ms: float = 250.0  # wider flashes are ghosts (0: no limit)
 
 
 def power_from_interval(pulses_per_kwh: float, interval_s: float) -> float:
@@ -70,6 +87,15 @@ class Meter:
         self.pulses = pulses
         self.glitches = 0  # edges inside the debounce window
         self.implausible = 0  # edges implying more than max_power_w
+        self.ghosts = 0  # flashes narrower or wider than the width limits
+        self.last_width_ns: Optional[int] = None  # of the last whole flash
+        self._min_width_ns = int(config.min_pulse_ms * 1_000_000)
+        self._max_width_ns = int(config.max_pulse_ms * 1_000_000)
+        # The flash in progress (START seen), and a too-narrow flash that
+        # may yet be a bounce inside a longer one (start, start wall, end).
+        self._flash: Optional[Tuple[int, float]] = None
+        self._narrow: Optional[Tuple[int, float, int]] = None
+        self._ended_ns: Optional[int] = None  # END of the last accepted flash
         self._debounce_ns = int(config.debounce_ms * 1_000_000)
         # The shortest interval a real pulse can have at max_power_w.
         # (At least 1 ns: two edges at one instant are never two pulses.)
@@ -102,7 +128,7 @@ class Meter:
     def energy_kwh(self) -> float:
         return self.offset_kwh + self.pulses / self.config.pulses_per_kwh
 
-    def edge(self, t_mono_ns: int, t_wall: float) -> List[Reading]:
+    def edge(self, t_mono_ns: int, t_wall: float, kind: int = PULSE) -> List[Reading]:
         """Feed one edge; return the readings it produces (possibly none).
 
         A pending idle-timeout reading comes first, so a replay at any speed
@@ -116,6 +142,61 @@ class Meter:
             readings = self.tick(t_mono_ns)
         else:
             readings = []
+        if kind == START:
+            self._start(t_mono_ns, t_wall)
+            return readings
+        if kind == END:
+            flash = self._end(t_mono_ns)
+            if flash is None:
+                return readings
+            t_mono_ns, t_wall = flash
+            last = self._last_ns
+        return self._pulse(t_mono_ns, t_wall, last, readings)
+
+    def _start(self, t_ns: int, t_wall: float) -> None:
+        """A flash begins, or a bounce inside one resumes it."""
+        narrow = self._narrow
+        if narrow is not None:
+            self._narrow = None
+            if t_ns - narrow[2] < self._min_width_ns:
+                self.glitches += 1  # a short dark gap: the flash goes on
+                self._flash = (narrow[0], narrow[1])
+                return
+            self.ghosts += 1
+        ended = self._ended_ns
+        if ended is not None and t_ns - ended < self._min_width_ns:
+            self.glitches += 1  # the accepted flash's end bounced
+            self._flash = None
+            return
+        if self._flash is not None:
+            self.ghosts += 1  # a flash whose end was never seen
+        self._flash = (t_ns, t_wall)
+
+    def _end(self, t_ns: int) -> Optional[Tuple[int, float]]:
+        """A flash ends: its start if it is a pulse by its width, else None."""
+        flash = self._flash
+        self._flash = None
+        if flash is None:
+            return None  # an END without a START: the bounce of an end
+        width = t_ns - flash[0]
+        if width < self._min_width_ns:
+            self._narrow = (flash[0], flash[1], t_ns)
+            return None
+        self.last_width_ns = width
+        if self._max_width_ns > 0 and width > self._max_width_ns:
+            self.ghosts += 1
+            return None
+        self._ended_ns = t_ns
+        return flash
+
+    def _pulse(
+        self,
+        t_mono_ns: int,
+        t_wall: float,
+        last: Optional[int],
+        readings: List[Reading],
+    ) -> List[Reading]:
+        """A pulse at t_mono_ns, if the interval debounce and guard agree."""
         if last is not None:
             gap = t_mono_ns - last
             if gap < self._debounce_ns:
@@ -164,6 +245,10 @@ class Meter:
 
         Each is stamped when it became due, not when the tick arrived, so
         the readings do not depend on how often ticks come."""
+        narrow = self._narrow
+        if narrow is not None and t_mono_ns - narrow[2] >= self._min_width_ns:
+            self._narrow = None
+            self.ghosts += 1  # no bounce followed: a ghost
         if self._last_ns is None:
             return []
         out: List[Reading] = []

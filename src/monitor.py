@@ -1,6 +1,7 @@
 """The monitor thread: edges from the queue into meters, journal and LEDs.
 
-Input callbacks only put (meter index, t_mono_ns, t_wall) on a SimpleQueue.
+Input callbacks only put (meter index, t_mono_ns, t_wall, kind) on a
+SimpleQueue (kind: a pulse, or the start or end of a flash; see meter).
 This thread takes them in order, lets each meter turn them into readings,
 appends those to the journal, commits in groups and wakes the sink runners
 after each commit. A reading is committed at once when the previous commit
@@ -23,7 +24,7 @@ from typing import Callable, List, Optional, Sequence
 from inputs.base import EdgeCallback, InputBackend
 from journal import Journal, Row
 from leds import StatusLeds
-from meter import Meter
+from meter import PULSE, Meter
 from register import offset as register_offset
 
 TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
@@ -77,8 +78,8 @@ class Monitor:
         """The pulse path for meter `index`: one queue put, nothing else."""
         put = self.edges.put
 
-        def on_edge(t_mono_ns: int, t_wall: float) -> None:
-            put((index, t_mono_ns, t_wall))
+        def on_edge(t_mono_ns: int, t_wall: float, kind: int = PULSE) -> None:
+            put((index, t_mono_ns, t_wall, kind))
 
         return on_edge
 
@@ -118,7 +119,7 @@ class Monitor:
             if item is WAKE:
                 continue
             try:
-                self._take(self.meters[item[0]], item[1], item[2], blink)
+                self._take(self.meters[item[0]], item[1], item[2], item[3], blink)
             except Exception:
                 self.log.exception("cannot take a queued edge")
                 return
@@ -153,7 +154,7 @@ class Monitor:
             behind = False
             for taken in range(RUN):
                 if item is not WAKE:
-                    self._take(meters[item[0]], item[1], item[2], blink)
+                    self._take(meters[item[0]], item[1], item[2], item[3], blink)
                 if taken == RUN - 1:
                     behind = True  # more may wait; the next round takes them
                     break
@@ -200,8 +201,8 @@ class Monitor:
                     self.on_done()
                     finite = []
 
-    def _take(self, meter: Meter, t_ns: int, t_wall: float, blink) -> None:
-        readings = meter.edge(t_ns, t_wall)
+    def _take(self, meter: Meter, t_ns: int, t_wall: float, kind: int, blink) -> None:
+        readings = meter.edge(t_ns, t_wall, kind)
         if readings:
             append = self.journal.append
             for reading in readings:
@@ -263,6 +264,6 @@ class Monitor:
     def stats(self) -> List[str]:
         return [
             f"{m.config.name}: {m.pulses} pulses, glitches {m.glitches}, "
-            f"implausible {m.implausible}"
+            f"implausible {m.implausible}, ghosts {m.ghosts}"
             for m in self.meters
         ]

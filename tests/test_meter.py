@@ -701,3 +701,156 @@ def test_estimates_off():
     m.edge(0, 100.0)
     m.edge(60 * NS, 160.0)
     assert m.tick(100_000 * NS) == []
+
+
+# ---------------------------------------------------------------------------
+# Flash widths: both edges of each flash, ghosts and bounces.
+# ---------------------------------------------------------------------------
+
+MS = 1_000_000
+WIDTHS = MeterConfig(
+    debounce_ms=50.0, min_pulse_ms=5.0, max_pulse_ms=250.0, estimate_fall=0.0
+)
+GOOD_WIDTH = st.integers(5 * MS, 250 * MS)
+NARROW_WIDTH = st.integers(1, 5 * MS - 1)
+WIDE_WIDTH = st.integers(250 * MS + 1, 3 * NS)
+FLASH = st.tuples(
+    st.integers(5 * MS, 4 * NS),  # the dark gap before it
+    st.one_of(GOOD_WIDTH, GOOD_WIDTH, NARROW_WIDTH, WIDE_WIDTH),
+    st.one_of(st.none(), st.tuples(st.floats(0.01, 0.99), st.integers(1, 5 * MS - 1))),
+)
+
+
+def train(flashes) -> tuple:
+    """Edges (t_ns, kind) of flashes, each (dark gap, width, bounce or None);
+    and each flash as (start, width, bounced)."""
+    from meter import END, START
+
+    edges, out, t = [], [], MONO0
+    for gap, width, bounce in flashes:
+        start = t + gap
+        bounced = False
+        if bounce is not None and 5 * MS <= width <= 250 * MS:
+            at = start + max(1, int(width * bounce[0]))
+            if at + bounce[1] < start + width:  # the flash lights again inside
+                edges += [(start, START), (at, END), (at + bounce[1], START)]
+                bounced = True
+        if not bounced:
+            edges.append((start, START))
+        edges.append((start + width, END))
+        out.append((start, width, bounced))
+        t = start + width
+    return edges, out
+
+
+def expected_widths(cfg: MeterConfig, flashes) -> dict:
+    """The specification: a flash outside [min, max] is a ghost; a dark gap
+    shorter than min_pulse_ms inside a flash is a glitch; an accepted flash
+    is a pulse at its start unless the interval debounce or the guard
+    rejects it."""
+    debounce = cfg.debounce_ms * MS
+    shortest = (
+        Fraction(NS)
+        * 3600
+        * 1000
+        / (Fraction(cfg.pulses_per_kwh) * Fraction(cfg.max_power_w))
+    )
+    count = {"pulses": [], "ghosts": 0, "glitches": 0, "implausible": 0}
+    last = None
+    for start, width, bounced in flashes:
+        count["glitches"] += bounced
+        if width < cfg.min_pulse_ms * MS or width > cfg.max_pulse_ms * MS:
+            count["ghosts"] += 1
+            continue
+        if last is not None and start - last < debounce:
+            count["glitches"] += 1
+            continue
+        if last is not None:
+            assume(abs(start - last - shortest) > MARGIN_NS)
+            if start - last < shortest:
+                count["implausible"] += 1
+                continue
+        count["pulses"].append(start)
+        last = start
+    return count
+
+
+def feed(meter: Meter, edges) -> List[Reading]:
+    readings: List[Reading] = []
+    for t, kind in edges:
+        readings += meter.edge(t, wall_of(t), kind)
+    readings += meter.tick(edges[-1][0] + NS)  # settles a last narrow flash
+    return readings
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FLASH, min_size=1, max_size=40))
+def test_every_ghost_is_counted_and_no_ghost_is_a_pulse(flashes):
+    edges, drawn = train(flashes)
+    want = expected_widths(WIDTHS, drawn)
+    meter = Meter(WIDTHS)
+    readings = [r for r in feed(meter, edges) if not r.estimate]
+    assert [r.time for r in readings] == [wall_of(t) for t in want["pulses"]]
+    assert meter.pulses == len(want["pulses"])
+    assert meter.ghosts == want["ghosts"]
+    assert meter.glitches == want["glitches"]
+    assert meter.implausible == want["implausible"]
+    # Power is the interval between accepted flashes' starts, as without widths.
+    starts = want["pulses"]
+    for r, a, b in zip(readings[1:], starts, starts[1:]):
+        assert r.interval_s == (b - a) / NS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(5 * MS, 4 * NS), GOOD_WIDTH), min_size=1))
+def test_widths_off_or_unseen_count_as_pulses_at_the_flash_starts(flashes):
+    # Limits at 0 and both edges give exactly the readings of PULSE edges at
+    # the starts: a backend that sees one edge loses nothing but the check.
+    from meter import PULSE
+
+    edges, drawn = train([(g, w, None) for g, w in flashes])
+    off = replace(WIDTHS, min_pulse_ms=0.0, max_pulse_ms=0.0)
+    both = feed(Meter(off), edges)
+    single = feed(Meter(WIDTHS), [(s, PULSE) for s, _, _ in drawn])
+    assert both == single
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(5 * MS, 4 * NS), GOOD_WIDTH), min_size=1),
+    st.integers(0, 2**32),
+)
+def test_pulse_edges_never_become_ghosts(flashes, seed):
+    # A replay of pulse times has no widths: no limit can reject them.
+    import random
+
+    from meter import PULSE
+
+    rng = random.Random(seed)
+    tight = replace(WIDTHS, min_pulse_ms=rng.uniform(0, 100), max_pulse_ms=101.0)
+    edges, drawn = train([(g, w, None) for g, w in flashes])
+    pulses = [(s, PULSE) for s, _, _ in drawn]
+    a, b = Meter(tight), Meter(replace(WIDTHS, min_pulse_ms=0, max_pulse_ms=0))
+    assert feed(a, pulses) == feed(b, pulses)
+    assert a.ghosts == 0
+
+
+def test_ghosts_among_real_flashes_in_numbers():
+    # 50 ms flashes every 3.6 s (1 kW), a 2 ms and a 300 ms ghost between
+    # each pair, and a contact bounce in every fifth flash.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    edges, t = [], MONO0
+    for i in range(20):
+        start = t + i * 36 * NS // 10
+        edges += [(start, START)]
+        if i % 5 == 0:
+            edges += [(start + 1 * MS, END), (start + MS + 300_000, START)]
+        edges += [(start + 50 * MS, END)]
+        edges += [(start + 1 * NS, START), (start + NS + 2 * MS, END)]
+        edges += [(start + 2 * NS, START), (start + 2 * NS + 300 * MS, END)]
+    readings = [r for r in feed(meter, edges) if not r.estimate]
+    assert meter.pulses == 20 and meter.ghosts == 40 and meter.glitches == 4
+    assert meter.last_width_ns == 300 * MS
+    assert all(r.power_w == pytest.approx(1000.0) for r in readings[1:])
