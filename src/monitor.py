@@ -72,6 +72,7 @@ class Monitor:
         self.exhausted = threading.Event()  # every finite input consumed
         self.readings = 0
         self._commit_failing = False
+        self._rejected = [(0, 0, 0)] * len(self.meters)  # counted in the journal
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
 
     def edge_callback(self, index: int) -> EdgeCallback:
@@ -211,7 +212,20 @@ class Monitor:
             if blink is not None and not readings[-1].estimate:
                 blink(meter.config.name)
 
+    def _count_rejects(self) -> None:
+        """Hand the edges each meter rejected since the last commit to the
+        journal, stamped with the input's own clock (a replay's time)."""
+        for i, meter in enumerate(self.meters):
+            now = (meter.glitches, meter.implausible, meter.ghosts)
+            before = self._rejected[i]
+            if now != before:
+                wall = self.inputs[i].clock()[1] if i < len(self.inputs) else 0.0
+                delta = (now[0] - before[0], now[1] - before[1], now[2] - before[2])
+                self.journal.rejects.add(meter.config.name, wall, delta)
+                self._rejected[i] = now
+
     def _commit(self) -> None:
+        self._count_rejects()
         try:
             committed = self.journal.commit()
         except sqlite3.Error as exc:

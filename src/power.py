@@ -32,6 +32,7 @@ import metrics  # noqa: E402
 import pidcheck  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
+import rejects  # noqa: E402
 from journal import journal_path, open_schema, read_status  # noqa: E402
 from options import Interrupted, SettingsError  # noqa: E402
 from runtime import EXIT_FAILURE, EXIT_OK, Service, StartError  # noqa: E402
@@ -221,6 +222,12 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
             print(
                 f"last reading: {name} at {format_time(r.time)}: {power}, "
                 f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
+            )
+        for name, counts in status.rejected.items():
+            day = status.rejected_day.get(name, (0, 0, 0))
+            print(
+                f"rejected edges of {name}: {rejects.describe(day)} in the last "
+                f"24 h; {rejects.describe(counts)} in all"
             )
         errors = sink_errors(settings)
         for name in sinks:
