@@ -30,9 +30,9 @@ import config  # noqa: E402
 import logsetup  # noqa: E402
 import metrics  # noqa: E402
 import pidcheck  # noqa: E402
+import rejects  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
-import rejects  # noqa: E402
 from journal import journal_path, open_schema, read_status  # noqa: E402
 from options import Interrupted, SettingsError  # noqa: E402
 from runtime import EXIT_FAILURE, EXIT_OK, Service, StartError  # noqa: E402
