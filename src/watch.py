@@ -34,6 +34,7 @@ FLICKER_HZ = (100.0, 50.0)  # mains lamps flicker at twice the mains frequency
 INVERTED_LIT = 0.5  # lit more than half the time: the edges are swapped
 NEAR = 0.2  # a width within 20 % of a limit "straddles" it
 KIND_NAME = {START: "start", END: "end", PULSE: "pulse"}
+SHOW_EVERY_S = 5.0  # the running histogram, except in --plain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +211,18 @@ class Watcher:
             self.stats.minutes.setdefault(minute, [0, 0])[1] += (
                 self.meter.ghosts - before
             )
+
+    def running(self) -> str:
+        """One line for the terminal: the counts, the width histogram so
+        far and this minute's glitches and ghosts."""
+        s, m = self.stats, self.meter
+        hist = " ".join(f"{name}:{n}" for name, n in s.histogram() if n)
+        minute = s.minutes.get(max(s.minutes), [0, 0]) if s.minutes else [0, 0]
+        return (
+            f"-- {m.pulses} pulses, {m.glitches} glitches, {m.ghosts} ghosts; "
+            f"widths {hist or 'none yet'}; this minute {minute[0]} glitches, "
+            f"{minute[1]} ghosts\n"
+        )
 
 
 def replace_idle(config: MeterConfig) -> MeterConfig:
@@ -397,15 +410,15 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
 
     record = open(args.record, "w", encoding="utf-8") if args.record else None
     watcher = Watcher(cfg, out, args.plain)
-    out.write(
-        f"watching meter {cfg.name}: {backend.describe()}, edge "
-        f"{pick.input_options.get('edge', '-')}, pull "
-        f"{pick.input_options.get('pull', '-')}; Ctrl-C ends\n"
-    )
     if record is not None:
         record.write(f"{EDGES_HEADER}\n# meter {cfg.name}: {backend.describe()}\n")
     kettle = None
     backend.start(on_edge, edges.qsize)
+    out.write(  # once the input is open: edges from now on are seen
+        f"watching meter {cfg.name}: {backend.describe()}, edge "
+        f"{pick.input_options.get('edge', '-')}, pull "
+        f"{pick.input_options.get('pull', '-')}; Ctrl-C ends\n"
+    )
     # The input's own clock: a replay's starts at its first edge.
     anchor = None if backend.finite else backend.clock()[0]
     end_ns = switch_ns = None
@@ -425,8 +438,13 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
             f"kettle test: keep other loads steady; switch on the {args.kettle:g} "
             f"W load when told (in {half:g} s)\n"
         )
+    shown = time.monotonic()
     try:
         while True:
+            if not args.plain and time.monotonic() - shown >= SHOW_EVERY_S:
+                out.write(watcher.running())
+                out.flush()
+                shown = time.monotonic()
             try:
                 t_ns, wall, kind = edges.get(timeout=0.2)
             except queue.Empty:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from conftest import pulse_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SCENARIOS = ["gpiod_daemon", "rpigpio_daemon", "timestamps", "faults"]
+SCENARIOS = ["gpiod_daemon", "rpigpio_daemon", "timestamps", "widths", "faults"]
 GPIOD_PULSES = 300
 RPIGPIO_PULSES = 200
 
@@ -300,3 +301,93 @@ def test_default_filter_is_off():
     from inputs.libgpiod import GpiodInput
 
     assert GpiodInput.OPTIONS["filter_ms"].default == 0
+
+
+# Flash widths: ghosts, bounces, an inverted sensor, watch and its record ------
+
+STOP_LINE = re.compile(
+    r"house: (\d+) pulses, glitches (\d+), implausible (\d+), ghosts (\d+)"
+)
+WATCH_LINE = re.compile(
+    r"summary: (\d+) edges in [\d.]+ s: (\d+) pulses, (\d+) glitches, "
+    r"(\d+) implausible, (\d+) ghosts"
+)
+GHOSTS = guest.WIDTH_FLASHES - 1  # one between each pair of flashes
+BOUNCES = guest.WIDTH_FLASHES // guest.WIDTH_BOUNCE_EVERY
+
+
+def found(pattern: re.Pattern[str], text: str) -> Tuple[int, ...]:
+    m = pattern.search(text)
+    assert m, text
+    return tuple(int(g) for g in m.groups())
+
+
+def bucket(text: str, name: str) -> int:
+    m = re.search(rf"^ +{name} ms +(\d+) #", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def judged(pulses: int, glitches: int, implausible: int, ghosts: int) -> None:
+    """Every flash a pulse, every ghost a ghost. A bounce is a glitch; only a
+    host stall inside its 2 ms dark gap (longer than min_pulse_ms) could
+    make its first piece a ghost instead, so the two together are exact."""
+    assert pulses == guest.WIDTH_FLASHES
+    assert implausible == 0
+    assert ghosts >= GHOSTS
+    assert glitches + ghosts == BOUNCES + GHOSTS
+
+
+def test_ghosts_are_rejected_and_counted_live(results):
+    run = scenario(results, "widths")
+    assert run["daemon_exit"] == 0, run["daemon_output"] + run["daemon_log"]
+    pulses, glitches, implausible, ghosts = found(STOP_LINE, run["daemon_log"])
+    judged(pulses, glitches, implausible, ghosts)
+    rows = pulse_rows(csv_rows(run["daemon_csv"]))
+    assert len(rows) == guest.WIDTH_FLASHES
+    # Intervals between the flashes' starts: 500 ms, whatever the ghosts.
+    for row in rows[1:]:
+        assert abs(float(row["interval_s"]) - guest.WIDTH_GAP_MS / 1000) < 0.02
+    want = f"{glitches} glitches, {implausible} implausible, {ghosts} ghosts"
+    assert f"rejected edges of house: {want} in the last 24 h" in run["daemon_status"]
+
+
+def test_watch_shows_the_ghosts_and_suggests_limits(results):
+    run = scenario(results, "widths")["watch"]
+    assert run["exit"] == 0, run["stderr"]
+    text = run["output"]
+    edges, pulses, glitches, implausible, ghosts = found(WATCH_LINE, text)
+    judged(pulses, glitches, implausible, ghosts)
+    assert edges == 2 * (guest.WIDTH_FLASHES + GHOSTS + BOUNCES)
+    # The histogram: 2 ms, 50 ms and 300 ms flashes in their buckets (a
+    # width on a bucket's bound may fall either side of it).
+    narrow = sum(1 for i in range(GHOSTS) if i % 2 == 1)
+    assert bucket(text, "1-2") + bucket(text, "2-5") == narrow, text
+    assert bucket(text, "20-50") + bucket(text, "50-100") == guest.WIDTH_FLASHES
+    assert bucket(text, "200-500") == GHOSTS - narrow, text
+    assert "ghost (narrower than min_pulse_ms 5)" in text
+    assert "ghost (wider than max_pulse_ms 250)" in text
+    assert f"diagnosis: {ghosts} ghosts rejected (flash width)" in text
+    assert "suggest: INPUT['edge'] = 'falling'" in text
+    assert re.search(r"suggest: METER\['min_pulse_ms'\] = 2[45] ", text), text
+    assert re.search(r"suggest: METER\['max_pulse_ms'\] = 10[0-3] ", text), text
+    assert "inverted" not in text
+
+
+def test_the_recorded_edges_replay_to_the_live_counts(results):
+    run = scenario(results, "widths")
+    live = found(WATCH_LINE, run["watch"]["output"])[1:]
+    edges = [x for x in run["watch"]["record"].splitlines() if not x.startswith("#")]
+    assert len(edges) == found(WATCH_LINE, run["watch"]["output"])[0]
+    replay = run["replay"]
+    assert replay["exit"] == 0, replay["output"] + replay["log"]
+    assert found(STOP_LINE, replay["log"]) == live
+
+
+def test_watch_finds_an_inverted_sensor(results):
+    run = scenario(results, "widths")["inverted"]
+    assert run["exit"] == 0, run["stderr"]
+    text = run["output"]
+    assert "the sensor is inverted or INPUT['edge'] is the wrong one" in text
+    assert "suggest: INPUT['edge'] = 'rising'" in text
+    pulses = found(WATCH_LINE, text)[1]
+    assert pulses == 0  # every "flash" is the dark between flashes: a ghost
