@@ -18,8 +18,9 @@ Flash widths: a backend that sees both edges of a flash reports the
 configured edge as START and the other as END. The pulse is then decided at
 the END: a flash narrower than `min_pulse_ms` or wider than `max_pulse_ms`
 is a ghost (ambient light, a reflection, a stuck LED), counted apart and
-never a pulse; a dark gap shorter than `min_pulse_ms` inside a flash is a
-bounce (a glitch), and the flash goes on. An accepted flash counts as a
+never a pulse; a dark gap shorter than `min_pulse_ms` inside a flash, or
+a restart within `debounce_ms` of its start, is a bounce (a glitch), and
+the flash goes on. An accepted flash counts as a
 pulse at its START, after the interval debounce and plausibility guard, so
 power and energy are as without widths. A PULSE edge (a replay of pulse
 times, an input that sees one edge) is a pulse with no width to check.
@@ -154,18 +155,27 @@ class Meter:
         return self._pulse(t_mono_ns, t_wall, last, readings)
 
     def _start(self, t_ns: int, t_wall: float) -> None:
-        """A flash begins, or a bounce inside one resumes it."""
+        """A flash begins, or a bounce inside one resumes it.
+
+        A bounce is a dark gap shorter than min_pulse_ms, or a restart
+        within debounce_ms of the flash's start (the interval debounce's
+        own window: no real flash starts that soon after another)."""
         narrow = self._narrow
         if narrow is not None:
             self._narrow = None
-            if t_ns - narrow[2] < self._min_width_ns:
-                self.glitches += 1  # a short dark gap: the flash goes on
+            if (
+                t_ns - narrow[2] < self._min_width_ns
+                or t_ns - narrow[0] < self._debounce_ns
+            ):
+                self.glitches += 1  # the flash goes on
                 self._flash = (narrow[0], narrow[1])
                 return
             self.ghosts += 1
-        ended = self._ended_ns
-        if ended is not None and t_ns - ended < self._min_width_ns:
-            self.glitches += 1  # the accepted flash's end bounced
+        last, ended = self._last_ns, self._ended_ns
+        if (last is not None and t_ns - last < self._debounce_ns) or (
+            ended is not None and t_ns - ended < self._min_width_ns
+        ):
+            self.glitches += 1  # a bounce of the last accepted flash
             self._flash = None
             return
         if self._flash is not None:

@@ -219,7 +219,8 @@ class Monitor:
             now = (meter.glitches, meter.implausible, meter.ghosts)
             before = self._rejected[i]
             if now != before:
-                wall = self.inputs[i].clock()[1] if i < len(self.inputs) else 0.0
+                inputs = self.inputs
+                wall = inputs[i].clock()[1] if i < len(inputs) else time.time()
                 delta = (now[0] - before[0], now[1] - before[1], now[2] - before[2])
                 self.journal.rejects.add(meter.config.name, wall, delta)
                 self._rejected[i] = now

@@ -715,7 +715,9 @@ GOOD_WIDTH = st.integers(5 * MS, 250 * MS)
 NARROW_WIDTH = st.integers(1, 5 * MS - 1)
 WIDE_WIDTH = st.integers(250 * MS + 1, 3 * NS)
 FLASH = st.tuples(
-    st.integers(5 * MS, 4 * NS),  # the dark gap before it
+    # The dark gap before it: at least debounce_ms, so that only the drawn
+    # bounces join pieces into one flash.
+    st.integers(50 * MS, 4 * NS),
     st.one_of(GOOD_WIDTH, GOOD_WIDTH, NARROW_WIDTH, WIDE_WIDTH),
     st.one_of(st.none(), st.tuples(st.floats(0.01, 0.99), st.integers(1, 5 * MS - 1))),
 )
@@ -747,7 +749,8 @@ def expected_widths(cfg: MeterConfig, flashes) -> dict:
     """The specification: a flash outside [min, max] is a ghost; a dark gap
     shorter than min_pulse_ms inside a flash is a glitch; an accepted flash
     is a pulse at its start unless the interval debounce or the guard
-    rejects it."""
+    rejects it. (Flashes here start at least debounce_ms after the last
+    one ended: the debounce never fires, the guard does.)"""
     debounce = cfg.debounce_ms * MS
     shortest = (
         Fraction(NS)
@@ -802,7 +805,7 @@ def test_every_ghost_is_counted_and_no_ghost_is_a_pulse(flashes):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(5 * MS, 4 * NS), GOOD_WIDTH), min_size=1))
+@given(st.lists(st.tuples(st.integers(50 * MS, 4 * NS), GOOD_WIDTH), min_size=1))
 def test_widths_off_or_unseen_count_as_pulses_at_the_flash_starts(flashes):
     # Limits at 0 and both edges give exactly the readings of PULSE edges at
     # the starts: a backend that sees one edge loses nothing but the check.
@@ -817,7 +820,7 @@ def test_widths_off_or_unseen_count_as_pulses_at_the_flash_starts(flashes):
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(5 * MS, 4 * NS), GOOD_WIDTH), min_size=1),
+    st.lists(st.tuples(st.integers(50 * MS, 4 * NS), GOOD_WIDTH), min_size=1),
     st.integers(0, 2**32),
 )
 def test_pulse_edges_never_become_ghosts(flashes, seed):
@@ -854,3 +857,21 @@ def test_ghosts_among_real_flashes_in_numbers():
     assert meter.pulses == 20 and meter.ghosts == 40 and meter.glitches == 4
     assert meter.last_width_ns == 300 * MS
     assert all(r.power_w == pytest.approx(1000.0) for r in readings[1:])
+
+
+def test_a_bounce_delayed_past_min_pulse_ms_is_still_a_bounce():
+    # A bounce's dark gap stretched to 8 ms (a slow sensor, a late edge) but
+    # inside debounce_ms of the flash's start: one flash, one glitch. And a
+    # flash starting within debounce_ms of the last pulse is a glitch too.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    t = MONO0
+    edges = [(t, START), (t + 3 * MS, END), (t + 11 * MS, START), (t + 50 * MS, END)]
+    edges += [(t + 60 * MS, START), (t + 62 * MS, END)]  # 60 ms: a ghost
+    t2 = t + 2 * NS
+    edges += [(t2, START), (t2 + 10 * MS, END), (t2 + 30 * MS, START)]
+    edges += [(t2 + 40 * MS, END)]
+    readings = feed(meter, edges)
+    assert [r.time for r in readings if not r.estimate] == [wall_of(t), wall_of(t2)]
+    assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 2, 1)
