@@ -20,7 +20,9 @@ the END: a flash narrower than `min_pulse_ms` or wider than `max_pulse_ms`
 is a ghost (ambient light, a reflection, a stuck LED), counted apart and
 never a pulse; a dark gap shorter than `min_pulse_ms` inside a flash, or
 a restart within `debounce_ms` of its start, is a bounce (a glitch), and
-the flash goes on. An accepted flash counts as a
+the flash goes on (also when the kernel lost one edge of the bounce). A
+narrow flash is judged a ghost at the next flash's start, since a restart
+may yet follow it. An accepted flash counts as a
 pulse at its START, after the interval debounce and plausibility guard, so
 power and energy are as without widths. A PULSE edge (a replay of pulse
 times, an input that sees one edge) is a pulse with no width to check.
@@ -179,7 +181,10 @@ class Meter:
             self._flash = None
             return
         if self._flash is not None:
-            self.ghosts += 1  # a flash whose end was never seen
+            # Lit already: the end of a bounce was lost (the kernel merges
+            # changes it is too late to see apart). The flash goes on.
+            self.glitches += 1
+            return
         self._flash = (t_ns, t_wall)
 
     def _end(self, t_ns: int) -> Optional[Tuple[int, float]]:
@@ -187,7 +192,14 @@ class Meter:
         flash = self._flash
         self._flash = None
         if flash is None:
-            return None  # an END without a START: the bounce of an end
+            narrow = self._narrow
+            if narrow is None:
+                return None  # an END without a START: the bounce of an end
+            # Two ends in a row after a narrow piece: the restart between
+            # them was lost; the flash went on from the piece's start.
+            self._narrow = None
+            self.glitches += 1
+            flash = (narrow[0], narrow[1])
         width = t_ns - flash[0]
         if width < self._min_width_ns:
             self._narrow = (flash[0], flash[1], t_ns)
@@ -255,10 +267,6 @@ class Meter:
 
         Each is stamped when it became due, not when the tick arrived, so
         the readings do not depend on how often ticks come."""
-        narrow = self._narrow
-        if narrow is not None and t_mono_ns - narrow[2] >= self._min_width_ns:
-            self._narrow = None
-            self.ghosts += 1  # no bounce followed: a ghost
         if self._last_ns is None:
             return []
         out: List[Reading] = []

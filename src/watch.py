@@ -419,6 +419,7 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
         f"{pick.input_options.get('edge', '-')}, pull "
         f"{pick.input_options.get('pull', '-')}; Ctrl-C ends\n"
     )
+    out.flush()  # a script may wait for this line before the first flash
     # The input's own clock: a replay's starts at its first edge.
     anchor = None if backend.finite else backend.clock()[0]
     end_ns = switch_ns = None

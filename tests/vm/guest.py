@@ -461,9 +461,13 @@ def watch_while(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=gpio_env(), stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    first = proc.stdout.readline() if proc.stdout else ""
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # the input is open: drive it
     windows = drive(chip, INPUT_LINE, changes)
-    out, err = proc.communicate(timeout=seconds + 60)
+    # Read on from the same buffered stream (communicate() would bypass it).
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=seconds + 60)
     return {
         "exit": proc.returncode,
         "output": first + out,
