@@ -26,6 +26,8 @@ may yet follow it. An accepted flash counts as a
 pulse at its START, after the interval debounce and plausibility guard, so
 power and energy are as without widths. A PULSE edge (a replay of pulse
 times, an input that sees one edge) is a pulse with no width to check.
+Edge kinds the kernel read too late are turned back first (edgekinds), and
+no estimate is stamped after the start of a flash not yet judged.
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Tuple
 
+from edgekinds import END, PULSE, START, EdgeKinds
+
 NS_PER_S = 1_000_000_000
 
-# What an edge is (the third value an input hands on).
-PULSE = 0  # a pulse, width unknown (one edge seen)
-START = 1  # the configured edge: a flash begins
-END = 2  # the other edge: the flash ends
+# What an edge is (the third value an input hands on): PULSE, START, END.
+__all__ = ["END", "NS_PER_S", "PULSE", "START", "Meter", "MeterConfig", "Reading"]
 
 
 class Reading(NamedTuple):
@@ -99,6 +101,8 @@ class Meter:
         self._flash: Optional[Tuple[int, float]] = None
         self._narrow: Optional[Tuple[int, float, int]] = None
         self._ended_ns: Optional[int] = None  # END of the last accepted flash
+        self._kinds = EdgeKinds()  # each edge's kind, from the order of edges
+        self._tail = False  # an END due from a bounce after an accepted flash
         self._debounce_ns = int(config.debounce_ms * 1_000_000)
         # The shortest interval a real pulse can have at max_power_w.
         # (At least 1 ns: two edges at one instant are never two pulses.)
@@ -134,17 +138,33 @@ class Meter:
     def edge(self, t_mono_ns: int, t_wall: float, kind: int = PULSE) -> List[Reading]:
         """Feed one edge; return the readings it produces (possibly none).
 
-        A pending idle-timeout reading comes first, so a replay at any speed
-        yields the same rows as a live run.
+        Pending estimates and a pending idle-timeout reading come first, so
+        a replay at any speed yields the same rows as a live run.
         """
-        last = self._last_ns
-        if last is not None and (
+        readings: List[Reading] = []
+        for t_ns, wall, decided in self._kinds.feed(t_mono_ns, t_wall, kind):
+            readings.extend(self._decided(t_ns, wall, decided))
+        readings.extend(self._due(t_mono_ns))
+        return readings
+
+    @property
+    def turned(self) -> int:
+        """Edges whose kind the kernel read too late (see edgekinds)."""
+        return self._kinds.turned
+
+    def _due(self, t_ns: int) -> List[Reading]:
+        """The estimates and idle reading due before t_ns, if any wait."""
+        if self._last_ns is not None and (
             (not self._idle_reported and self._idle_ns > 0)
             or self._next_estimate_ns is not None
         ):
-            readings = self.tick(t_mono_ns)
-        else:
-            readings = []
+            return self.tick(t_ns)
+        return []
+
+    def _decided(self, t_mono_ns: int, t_wall: float, kind: int) -> List[Reading]:
+        """One edge whose kind is settled."""
+        readings = self._due(t_mono_ns)
+        last = self._last_ns
         if kind == START:
             self._start(t_mono_ns, t_wall)
             return readings
@@ -155,6 +175,22 @@ class Meter:
             t_mono_ns, t_wall = flash
             last = self._last_ns
         return self._pulse(t_mono_ns, t_wall, last, readings)
+
+    def _undecided_ns(self) -> Optional[int]:
+        """The earliest time a pulse may yet be counted at (None: none).
+
+        Estimates wait until it is decided, so none is stamped after a
+        pulse that was on its way."""
+        times = [
+            t
+            for t in (
+                self._kinds.held_since,
+                None if self._flash is None else self._flash[0],
+                None if self._narrow is None else self._narrow[0],
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
 
     def _start(self, t_ns: int, t_wall: float) -> None:
         """A flash begins, or a bounce inside one resumes it.
@@ -179,6 +215,7 @@ class Meter:
         ):
             self.glitches += 1  # a bounce of the last accepted flash
             self._flash = None
+            self._tail = True  # whose END is the flash's, already judged
             return
         if self._flash is not None:
             # Lit already: the end of a bounce was lost (the kernel merges
@@ -186,6 +223,7 @@ class Meter:
             self.glitches += 1
             return
         self._flash = (t_ns, t_wall)
+        self._tail = False
 
     def _end(self, t_ns: int) -> Optional[Tuple[int, float]]:
         """A flash ends: its start if it is a pulse by its width, else None."""
@@ -194,7 +232,11 @@ class Meter:
         if flash is None:
             narrow = self._narrow
             if narrow is None:
-                return None  # an END without a START: the bounce of an end
+                if self._tail:
+                    self._tail = False  # the end of a bounce's last piece
+                else:
+                    self._lone_end(t_ns)
+                return None
             # Two ends in a row after a narrow piece: the restart between
             # them was lost; the flash went on from the piece's start.
             self._narrow = None
@@ -210,6 +252,20 @@ class Meter:
             return None
         self._ended_ns = t_ns
         return flash
+
+    def _lone_end(self, t_ns: int) -> None:
+        """An END without a START: both edges came before the kernel read
+        the first, so the flash was narrower than that delay. Soon after an
+        accepted flash it is the bounce of its end; otherwise a ghost."""
+        last, ended = self._last_ns, self._ended_ns
+        if last is None and ended is None:
+            return  # lit when watching began: no flash of ours
+        if (ended is not None and t_ns - ended < self._debounce_ns) or (
+            last is not None and t_ns - last < self._debounce_ns
+        ):
+            self.glitches += 1
+        else:
+            self.ghosts += 1
 
     def _pulse(
         self,
@@ -267,9 +323,14 @@ class Meter:
 
         Each is stamped when it became due, not when the tick arrived, so
         the readings do not depend on how often ticks come."""
-        if self._last_ns is None:
-            return []
         out: List[Reading] = []
+        for t_ns, wall, kind in self._kinds.flush(t_mono_ns):
+            out.extend(self._decided(t_ns, wall, kind))
+        if self._last_ns is None:
+            return out
+        undecided = self._undecided_ns()
+        if undecided is not None:
+            t_mono_ns = min(t_mono_ns, undecided - 1)
         due = self._next_estimate_ns
         while due is not None and due <= t_mono_ns:
             interval = (due - self._last_ns) / NS_PER_S

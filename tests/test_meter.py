@@ -893,3 +893,65 @@ def test_a_bounce_with_an_edge_lost_is_still_one_flash():
     readings = feed(meter, edges)
     assert [r.time for r in readings if not r.estimate] == [wall_of(t), wall_of(t2)]
     assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 2, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FLASH, min_size=1, max_size=40), st.data())
+def test_a_kind_read_too_late_is_turned_back(flashes, data):
+    # The kernel names an edge by the level its interrupt thread reads; when
+    # the line has changed again by then, the edge comes out with the next
+    # one's kind. Any such edges, none next to another and each followed
+    # soon by the change that misled it, give exactly the readings and
+    # counts of the true kinds.
+    from edgekinds import HOLD_NS
+    from meter import END, START
+
+    edges, _ = train(flashes)
+    misread, previous = set(), False
+    for i in range(1, len(edges) - 1):
+        soon = edges[i + 1][0] - edges[i][0] < HOLD_NS
+        previous = not previous and soon and data.draw(st.booleans())
+        if previous:
+            misread.add(i)
+    seen = [
+        (t, START + END - kind if i in misread else kind)
+        for i, (t, kind) in enumerate(edges)
+    ]
+    truth, meter = Meter(WIDTHS), Meter(WIDTHS)
+    assert feed(meter, seen) == feed(truth, edges)
+    counts = ("pulses", "ghosts", "glitches", "implausible", "last_width_ns")
+    assert [getattr(meter, c) for c in counts] == [getattr(truth, c) for c in counts]
+    assert meter.turned == len(misread)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(NS, 4 * NS), GOOD_WIDTH), min_size=2))
+def test_no_estimate_is_stamped_inside_a_flash_still_open(flashes):
+    # A pulse is known at its flash's end but stamped at its start: the
+    # falling bound waits, so readings never go back in time.
+    edges, _ = train([(g, w, None) for g, w in flashes])
+    meter = Meter(replace(WIDTHS, estimate_fall=0.2))
+    readings = []
+    for t, kind in edges:
+        readings += meter.edge(t, wall_of(t), kind)
+        readings += meter.tick(t + 1)  # a tick between any two edges
+    times = [r.time for r in readings]
+    assert times == sorted(times)
+    assert sum(not r.estimate for r in readings) == len(flashes)
+
+
+def test_an_end_alone_is_a_flash_too_narrow_to_see_whole():
+    # Both edges of a flash came before the kernel read the first: one END
+    # after an END. Far from the last flash it is a ghost; right after it,
+    # the bounce of its end; an END first of all is a line lit at start.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    t = MONO0
+    edges = [(t - 3 * NS, END)]  # lit when watching began
+    edges += [(t, START), (t + 50 * MS, END), (t + 60 * MS, END)]  # end bounce
+    edges += [(t + 2 * NS, END)]  # a ghost narrower than the kernel's delay
+    edges += [(t + 4 * NS, START), (t + 4 * NS + 50 * MS, END)]
+    readings = [r for r in feed(meter, edges) if not r.estimate]
+    assert [r.time for r in readings] == [wall_of(t), wall_of(t + 4 * NS)]
+    assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 1, 1)
