@@ -94,6 +94,9 @@ class Meter:
         self.implausible = 0  # edges implying more than max_power_w
         self.ghosts = 0  # flashes narrower or wider than the width limits
         self.last_width_ns: Optional[int] = None  # of the last whole flash
+        # Given a list, the width of every flash judged (a bounced flash
+        # whole, from its first start), for `power.py watch`.
+        self.flash_widths: Optional[List[int]] = None
         self._min_width_ns = int(config.min_pulse_ms * 1_000_000)
         self._max_width_ns = int(config.max_pulse_ms * 1_000_000)
         # The flash in progress (START seen), and a too-narrow flash that
@@ -166,8 +169,11 @@ class Meter:
         readings = self._due(t_mono_ns)
         last = self._last_ns
         if kind == START:
+            flash = self._open_flash_ended_unseen(t_mono_ns)
             self._start(t_mono_ns, t_wall)
-            return readings
+            if flash is None:
+                return readings
+            return self._pulse(flash[0], flash[1], last, readings)
         if kind == END:
             flash = self._end(t_mono_ns)
             if flash is None:
@@ -192,6 +198,19 @@ class Meter:
         ]
         return min(times) if times else None
 
+    def _open_flash_ended_unseen(self, t_ns: int) -> Optional[Tuple[int, float]]:
+        """A START while lit, debounce_ms or more after the flash began, is
+        a new flash: the last one's END was lost (merged into this START by
+        a late kernel). That flash is judged with its width at most until
+        now: its start if it is a pulse, else None."""
+        flash = self._flash
+        if flash is None or t_ns - flash[0] < max(self._debounce_ns, 1):
+            return None
+        self.glitches += 1  # the lost edge
+        judged = self._end(t_ns)
+        self._ended_ns = None  # when it really ended is unknown
+        return judged
+
     def _start(self, t_ns: int, t_wall: float) -> None:
         """A flash begins, or a bounce inside one resumes it.
 
@@ -209,6 +228,7 @@ class Meter:
                 self._flash = (narrow[0], narrow[1])
                 return
             self.ghosts += 1
+            self._judged(narrow[2] - narrow[0])
         last, ended = self._last_ns, self._ended_ns
         if (last is not None and t_ns - last < self._debounce_ns) or (
             ended is not None and t_ns - ended < self._min_width_ns
@@ -247,11 +267,16 @@ class Meter:
             self._narrow = (flash[0], flash[1], t_ns)
             return None
         self.last_width_ns = width
+        self._judged(width)
         if self._max_width_ns > 0 and width > self._max_width_ns:
             self.ghosts += 1
             return None
         self._ended_ns = t_ns
         return flash
+
+    def _judged(self, width_ns: int) -> None:
+        if self.flash_widths is not None:
+            self.flash_widths.append(width_ns)
 
     def _lone_end(self, t_ns: int) -> None:
         """An END without a START: both edges came before the kernel read

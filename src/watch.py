@@ -88,7 +88,7 @@ class Stats:
     last_ns: Optional[int] = None
     edges: int = 0
     starts: List[int] = field(default_factory=list)  # every flash start
-    widths: List[int] = field(default_factory=list)  # every whole flash (ns)
+    widths: List[int] = field(default_factory=list)  # every flash judged (ns)
     lit_ns: int = 0
     pulses: List[Tuple[int, Optional[float]]] = field(default_factory=list)
     minutes: Dict[int, List[int]] = field(default_factory=dict)  # glitch, ghost
@@ -119,6 +119,7 @@ class Watcher:
     def __init__(self, config: MeterConfig, out: IO[str], plain: bool) -> None:
         self.meter = Meter(replace_idle(config))
         self.stats = Stats(config)
+        self.meter.flash_widths = self.stats.widths  # as the meter judged them
         self.out = out
         self.plain = plain
         self._flash: Optional[int] = None
@@ -143,7 +144,6 @@ class Watcher:
                 s.pulse_only = True
         elif self._flash is not None:
             width = self._last_width = t_ns - self._flash
-            s.widths.append(width)
             s.lit_ns += width
             self._flash = None
         before = (m.pulses, m.glitches, m.implausible, m.ghosts)

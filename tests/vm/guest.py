@@ -315,6 +315,8 @@ def daemon_run(
     }
     driver = Driver(chip, INPUT_LINE, led=DETECT_LINE)
     result.update(driver.train(count))
+    status = power([*common, "--status"], env)
+    result["status_after"] = status.stdout + status.stderr  # rejected edges
     if proc is not None:
         proc.send_signal(signal.SIGTERM)
         result["output"] = proc.communicate(timeout=30)[0]
