@@ -99,11 +99,14 @@ class Driver:
         self.led_rises: List[int] = []  # when the LED was first seen lit
         self.led_falls: List[int] = []  # and seen dark again
         self._led_level = 0 if led is None else chip.value(led)
+        self.writes: List[List[Any]] = []  # every write: [before, after, up]
 
     def _write(self, up: bool) -> List[int]:
         before = time.monotonic_ns()
         self.chip.pull(self.line, up)
-        return [before, time.monotonic_ns()]
+        window = [before, time.monotonic_ns()]
+        self.writes.append([*window, up])
+        return window
 
     def _wait_until(self, deadline_ns: int) -> None:
         while True:
@@ -153,6 +156,7 @@ class Driver:
             "edges": edges,
             "bounce_edges": bounce_edges,
             "bounces": bounces,
+            "writes": self.writes,
             "led_rises": self.led_rises,
             "led_falls": self.led_falls,
         }
