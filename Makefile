@@ -42,6 +42,7 @@ bench: venv
 	$(PY) bench/lean.py
 	$(PY) bench/sinks.py
 	$(PY) bench/fleet.py
+	$(PY) bench/cpu.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
