@@ -43,6 +43,7 @@ bench: venv
 	$(PY) bench/sinks.py
 	$(PY) bench/fleet.py
 	$(PY) bench/cpu.py
+	$(PY) bench/influxlines.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
