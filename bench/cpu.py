@@ -193,7 +193,6 @@ class CpuBench:
                 "wall_s": fast,
                 "cpu_s_all": [r.cpu_s for r in runs],
                 "wall_s_all": [r.wall_s for r in runs],
-                "peak_rss_kib": b.maxrss_kib,
             }
             if not name.endswith("_fixed"):
                 out[name]["cpu_us_per_reading"] = b.cpu_s / edges * 1e6
