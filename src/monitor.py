@@ -109,7 +109,6 @@ class Monitor:
 
     def _drain_queue(self) -> None:
         """Take edges queued before the inputs stopped: they are pulses."""
-        blink = None
         while True:
             try:
                 item = self.edges.get_nowait()
@@ -118,7 +117,7 @@ class Monitor:
             if item is WAKE:
                 continue
             try:
-                self._take(self.meters[item[0]], item[1], item[2], blink)
+                self._take(self.meters[item[0]], item[1], item[2])
             except Exception:
                 self.log.exception("cannot take a queued edge")
                 return
@@ -136,6 +135,7 @@ class Monitor:
         last_save = last_offsets = 0.0
         last_prune = time.monotonic() - PRUNE_EVERY_S + PRUNE_FIRST_S
         get_nowait = self.edges.get_nowait
+        no_pulse = [False] * len(meters)
         while not self.stopping.is_set():
             # Clocks first: a virtual clock covers only edges already queued.
             clocks = [backend.clock()[0] for backend in self.inputs]
@@ -149,11 +149,17 @@ class Monitor:
                 item = get(timeout=timeout)
             except queue.Empty:
                 item = WAKE
-            # Take what is queued, a bounded run so commits still come.
+            # Take what is queued, a bounded run so commits still come. Each
+            # meter with a pulse in the run blinks once, after it: the LED
+            # lights for blink_s after its newest pulse, as a blink per pulse
+            # would have it, for one call instead of one per pulse.
             behind = False
+            pulsed = no_pulse[:]
             for taken in range(RUN):
                 if item is not WAKE:
-                    self._take(meters[item[0]], item[1], item[2], blink)
+                    index = item[0]
+                    if self._take(meters[index], item[1], item[2]):
+                        pulsed[index] = True
                 if taken == RUN - 1:
                     behind = True  # more may wait; the next round takes them
                     break
@@ -161,6 +167,10 @@ class Monitor:
                     item = get_nowait()
                 except queue.Empty:
                     break
+            if blink is not None and pulsed != no_pulse:
+                for meter, lit in zip(meters, pulsed):
+                    if lit:
+                        blink(meter.config.name)
             if not behind:
                 # Caught up: every edge before those clocks has been seen, so
                 # a silence that long is real.
@@ -200,15 +210,16 @@ class Monitor:
                     self.on_done()
                     finite = []
 
-    def _take(self, meter: Meter, t_ns: int, t_wall: float, blink) -> None:
+    def _take(self, meter: Meter, t_ns: int, t_wall: float) -> bool:
+        """Turn an edge into readings for the journal; True if it was a pulse."""
         readings = meter.edge(t_ns, t_wall)
         if readings:
             append = self.journal.append
             for reading in readings:
                 append(reading)
             self.readings += len(readings)
-            if blink is not None and not readings[-1].estimate:
-                blink(meter.config.name)
+            return not readings[-1].estimate
+        return False
 
     def _commit(self) -> None:
         try:
