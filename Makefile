@@ -42,6 +42,8 @@ bench: venv
 	$(PY) bench/lean.py
 	$(PY) bench/sinks.py
 	$(PY) bench/fleet.py
+	$(PY) bench/cpu.py
+	$(PY) bench/influxlines.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

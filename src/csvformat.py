@@ -19,12 +19,13 @@ HEADER_V1 = "time,meter,pulses,energy_kwh,power_w,interval_s"  # before estimate
 def format_time(t: float) -> str:
     """ISO 8601 UTC with milliseconds and Z: 2024-05-01T12:00:00.123Z."""
     minutes, millis = divmod(int(round(t * 1000)), 60_000)
-    return f"{_minute(minutes)}{millis // 1000:02d}.{millis % 1000:03d}Z"
+    return f"{minute_text(minutes)}{millis // 1000:02d}.{millis % 1000:03d}Z"
 
 
 @functools.lru_cache(maxsize=64)
-def _minute(minutes: int) -> str:
-    # Readings come in time order: most share the minute of the one before.
+def minute_text(minutes: int) -> str:
+    """The start of format_time for a minute since the epoch (cached:
+    readings come in time order, most share the minute of the one before)."""
     return time.strftime("%Y-%m-%dT%H:%M:", time.gmtime(minutes * 60))
 
 
@@ -85,7 +86,7 @@ def csv_line(r: Reading, estimate_column: bool = True) -> str:
     minutes, millis = divmod(int(round(t * 1000)), 60_000)
     seconds, millis = divmod(millis, 1000)
     line = (
-        f"{_minute(minutes)}{seconds:02d}.{millis:03d}Z,{meter},{pulses},"
+        f"{minute_text(minutes)}{seconds:02d}.{millis:03d}Z,{meter},{pulses},"
         f"{_number(energy, '%.6f', 6)},{_number(power, '%.2f', 2)},"
         f"{_number(interval, '%.3f', 3)}"
     )

@@ -18,7 +18,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from meter import Reading
@@ -105,7 +104,7 @@ class PortInUseError(Exception):
     """Another program listens on the port: a runtime failure (exit 1)."""
 
 
-def _family(host: str) -> int:
+def family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
@@ -116,7 +115,7 @@ def check_port(setup: MetricsSetup) -> None:
     where = f"METRICS['listen'] = {setup.where!r}"
     try:
         infos = socket.getaddrinfo(
-            setup.host, setup.port, _family(setup.host), socket.SOCK_STREAM
+            setup.host, setup.port, family(setup.host), socket.SOCK_STREAM
         )
     except socket.gaierror as exc:
         raise SettingsError(
@@ -388,65 +387,6 @@ class StateReader:
         return Snapshot(meters, sinks, file_size(self.journal.path), running)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, address, handler, exporter: Exporter) -> None:
-        self.address_family = _family(address[0])
-        self.exporter = exporter
-        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
-        super().__init__(address, handler)
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many at once: drop this one
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    timeout = CLIENT_TIMEOUT_S
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        exporter = self.server.exporter
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            from prometheus_client.exposition import choose_encoder
-
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._reply(200, encoder(exporter.registry), content_type)
-        elif path == "/healthz":
-            problems = health(exporter.snapshot(), exporter.setup.max_sink_delay_s)
-            text = "; ".join(problems) if problems else "ok"
-            self._reply(503 if problems else 200, (text + "\n").encode())
-        elif path == "/":
-            body = b'power exporter: <a href="/metrics">/metrics</a>, /healthz\n'
-            self._reply(200, body, "text/html; charset=utf-8")
-        else:
-            self._reply(404, b"not found: try /metrics or /healthz\n")
-
-    def _reply(
-        self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
-    ) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args) -> None:  # noqa: A002
-        self.server.exporter.log.debug("metrics: " + format, *args)
-
-
 class Exporter:
     """The HTTP server and its collector; start() raises OSError if the
     address cannot be bound."""
@@ -461,11 +401,15 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PowerCollector(snapshot))
         ProcessCollector(registry=self.registry)
-        self._server: Optional[_Server] = None
+        self._server: Any = None  # a metricshttp.Server once started
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self._server = _Server((self.setup.host, self.setup.port), _Handler, self)
+        # http.server is imported only here: a run without METRICS does not
+        # pay for it at start (a twentieth of a second here, more on a Pi).
+        from metricshttp import Handler, Server
+
+        self._server = Server((self.setup.host, self.setup.port), Handler, self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": POLL_S},

@@ -111,7 +111,6 @@ class Monitor:
 
     def _drain_queue(self) -> None:
         """Take edges queued before the inputs stopped: they are pulses."""
-        blink = None
         while True:
             try:
                 item = self.edges.get_nowait()
@@ -120,7 +119,7 @@ class Monitor:
             if item is WAKE:
                 continue
             try:
-                self._take(self.meters[item[0]], item[1], item[2], item[3], blink)
+                self._take(self.meters[item[0]], item[1], item[2], item[3])
             except Exception:
                 self.log.exception("cannot take a queued edge")
                 return
@@ -138,6 +137,7 @@ class Monitor:
         last_save = last_offsets = 0.0
         last_prune = time.monotonic() - PRUNE_EVERY_S + PRUNE_FIRST_S
         get_nowait = self.edges.get_nowait
+        no_pulse = [False] * len(meters)
         while not self.stopping.is_set():
             # Clocks first: a virtual clock covers only edges already queued.
             clocks = [backend.clock()[0] for backend in self.inputs]
@@ -151,11 +151,17 @@ class Monitor:
                 item = get(timeout=timeout)
             except queue.Empty:
                 item = WAKE
-            # Take what is queued, a bounded run so commits still come.
+            # Take what is queued, a bounded run so commits still come. Each
+            # meter with a pulse in the run blinks once, after it: the LED
+            # lights for blink_s after its newest pulse, as a blink per pulse
+            # would have it, for one call instead of one per pulse.
             behind = False
+            pulsed = no_pulse[:]
             for taken in range(RUN):
                 if item is not WAKE:
-                    self._take(meters[item[0]], item[1], item[2], item[3], blink)
+                    index = item[0]
+                    if self._take(meters[index], item[1], item[2], item[3]):
+                        pulsed[index] = True
                 if taken == RUN - 1:
                     behind = True  # more may wait; the next round takes them
                     break
@@ -163,6 +169,10 @@ class Monitor:
                     item = get_nowait()
                 except queue.Empty:
                     break
+            if blink is not None and pulsed != no_pulse:
+                for meter, lit in zip(meters, pulsed):
+                    if lit:
+                        blink(meter.config.name)
             if not behind:
                 # Caught up: every edge before those clocks has been seen, so
                 # a silence that long is real.
@@ -202,15 +212,16 @@ class Monitor:
                     self.on_done()
                     finite = []
 
-    def _take(self, meter: Meter, t_ns: int, t_wall: float, kind: int, blink) -> None:
+    def _take(self, meter: Meter, t_ns: int, t_wall: float, kind: int) -> bool:
+        """Turn an edge into readings for the journal; True if it was a pulse."""
         readings = meter.edge(t_ns, t_wall, kind)
         if readings:
             append = self.journal.append
             for reading in readings:
                 append(reading)
             self.readings += len(readings)
-            if blink is not None and not readings[-1].estimate:
-                blink(meter.config.name)
+            return not readings[-1].estimate
+        return False
 
     def _count_rejects(self) -> None:
         """Hand the edges each meter rejected since the last commit to the

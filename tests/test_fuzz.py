@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import config
 from options import SettingsError
-from replayfile import ReplayFileError, count_pulses
+from replayfile import ReplayFileError, check_file, count_pulses
 
 SECRET = "S3cretValue-9f2c"
 # Every top-level name the loader knows, and one it does not.
@@ -162,10 +162,15 @@ replay_bytes = st.one_of(
 def test_replay_parser_only_ever_raises_replay_file_error(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("r") / "p.txt"
     path.write_bytes(data)
-    try:
-        count_pulses(str(path))
-    except ReplayFileError as exc:
-        assert str(path) in str(exc)
+    outcomes = []
+    for check in (count_pulses, check_file):  # the up-front check agrees
+        try:
+            check(str(path))
+            outcomes.append("ok")
+        except ReplayFileError as exc:
+            assert str(path) in str(exc)
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
 
 
 @settings(

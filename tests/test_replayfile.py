@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import replayfile
 from csvformat import (
     COLUMNS,
     HEADER,
@@ -23,7 +24,7 @@ from csvformat import (
     parse_time,
 )
 from meter import Meter, MeterConfig, Reading
-from replayfile import ReplayFileError, count_pulses, read_pulses
+from replayfile import ReplayFileError, check_file, count_pulses, read_pulses
 from sinks.file import FileSink
 
 NS = 1_000_000_000
@@ -121,6 +122,92 @@ def test_bad_line_stops_iteration_after_the_good_ones(tmp_path):
     assert next(it) == (2, 1714563020.0)
     with pytest.raises(ReplayFileError, match="line 3"):
         next(it)
+
+
+def _outcome(call, path):
+    try:
+        call(path)
+    except ReplayFileError as exc:
+        return str(exc)
+    return "ok"
+
+
+UP_FRONT_CASES = [
+    "1714563000\n1714563001\n",
+    "1714563000\n1714563001",  # no newline at the end
+    "1714563000\r\n1714563001\r\n",
+    "1714563000\r1714563001\r",  # old Mac line ends
+    "\ufeff1714563000\n1714563001\n",
+    "1714563000\n\n1714563001\n",
+    "# header\n1714563000\n",
+    "1714563000\n1714563000\n",  # equal times are in order
+    "1714563001\n1714563000\n",
+    "1714563000\nnan\n1714563001\n",
+    "1714563000\ninf\n",
+    "1714563000\n-1714563001\n",
+    "1714563000\n4102444800\n",
+    "946684799.999\n",
+    "946684800\n",
+    "1714563000\n1714563001 # note\n",
+    "1714563000\n1_714_563_001\n",
+    " 1714563000 \n\t1714563001\t\n",
+    "1714563000\n" + "1" * 4094 + "\n",
+    "1714563000\n" + "0" * 4085 + "1714563001\n",  # 4095 characters
+    "1714563000\n" + "0" * 4086 + "1714563001\n",
+    "1714563000\n" + "0" * 4086 + "1714563001",  # no newline at the end
+    "time,meter,pulses,energy_kwh,power_w,interval_s\n"
+    "2024-05-01T12:00:00.000Z,house,1,0.001,,\n",
+]
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 18])
+@pytest.mark.parametrize("text", UP_FRONT_CASES)
+def test_up_front_check_agrees_with_the_parser(tmp_path, monkeypatch, text, chunk):
+    """The bulk check before a replay accepts exactly what the parser
+    accepts, and a file it refuses is named as the parser names it, however
+    the file falls into chunks."""
+    monkeypatch.setattr(replayfile, "CHECK_CHUNK", chunk)
+    path = tmp_path / "p.txt"
+    path.write_bytes(text.encode())
+    assert _outcome(check_file, str(path)) == _outcome(count_pulses, str(path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    times=st.lists(
+        st.one_of(
+            st.floats(946_684_700, 4_102_444_900).map(lambda t: f"{t:.3f}"),
+            st.floats(allow_nan=True, allow_infinity=True).map(repr),
+            st.sampled_from(["", "#", " ", "x", "1e9", "\r"]),
+        ),
+        max_size=40,
+    ),
+    chunk=st.integers(min_value=1, max_value=64),
+)
+def test_up_front_check_agrees_with_the_parser_on_any_file(
+    tmp_path_factory, times, chunk
+):
+    path = tmp_path_factory.mktemp("r") / "p.txt"
+    path.write_text("\n".join(times))
+    old = replayfile.CHECK_CHUNK
+    replayfile.CHECK_CHUNK = chunk
+    try:
+        assert _outcome(check_file, str(path)) == _outcome(count_pulses, str(path))
+    finally:
+        replayfile.CHECK_CHUNK = old
+
+
+def test_up_front_check_of_a_sorted_file_is_the_bulk_pass(tmp_path, monkeypatch):
+    """A plain, sound file is vouched for without the line-by-line parser."""
+    path = write(tmp_path, "".join(f"{1714563000 + i}\n" for i in range(1000)))
+
+    def parser(*args):
+        raise AssertionError("the line-by-line parser ran")
+
+    monkeypatch.setattr(replayfile, "read_pulses", parser)
+    check_file(path)  # no AssertionError
+    with pytest.raises(AssertionError):
+        check_file(path, "house")  # a meter's rows: only the parser can tell
 
 
 def test_count_pulses_checks_the_whole_file(tmp_path):

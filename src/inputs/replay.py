@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, PacedThread
 from meter import NS_PER_S
 from options import Option
-from replayfile import ReplayFileError, count_pulses, read_edges
+from replayfile import ReplayFileError, check_file, read_edges
 
 
 class ReplayInput(InputBackend):
@@ -40,9 +40,9 @@ class ReplayInput(InputBackend):
 
     @classmethod
     def preflight(cls, options: dict) -> None:
-        """Read the whole file once, so a bad line stops the start (exit 2)."""
+        """Check the whole file, so a bad line stops the start (exit 2)."""
         try:
-            count_pulses(options["path"], options["meter"])
+            check_file(options["path"], options["meter"])
         except OSError as exc:
             raise InputError(
                 f"cannot read replay file {options['path']}: {exc.strerror}"
