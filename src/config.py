@@ -41,6 +41,8 @@ METER_OPTIONS: Dict[str, Option] = {
     "idle_timeout_s": Option("number", 0.0, minimum=0.0, maximum=1e7),
     "energy_offset_kwh": Option("number", 0.0, minimum=-1e12, maximum=1e12),
     "estimate_fall": Option("number", 0.2, minimum=0.0, maximum=0.9),
+    "min_pulse_ms": Option("number", 5.0, minimum=0.0, maximum=60000.0),
+    "max_pulse_ms": Option("number", 250.0, minimum=0.0, maximum=600000.0),
 }
 
 LEDS_OPTIONS: Dict[str, Option] = {
@@ -179,6 +181,12 @@ def _run_error(path: str, exc: BaseException) -> str:
 
 def _meter(where: str, given: Any) -> MeterConfig:
     values = validate(where, given, METER_OPTIONS)
+    low, high = values["min_pulse_ms"], values["max_pulse_ms"]
+    if high and low >= high:
+        raise SettingsError(
+            f"{where}['max_pulse_ms'] = {show(high)}: expected more than "
+            f"min_pulse_ms ({show(low)}), or 0 for no upper limit"
+        )
     return MeterConfig(
         name=values["name"],
         pulses_per_kwh=float(values["pulses_per_kwh"]),
@@ -187,6 +195,8 @@ def _meter(where: str, given: Any) -> MeterConfig:
         idle_timeout_s=float(values["idle_timeout_s"]),
         energy_offset_kwh=float(values["energy_offset_kwh"]),
         estimate_fall=float(values["estimate_fall"]),
+        min_pulse_ms=float(values["min_pulse_ms"]),
+        max_pulse_ms=float(values["max_pulse_ms"]),
     )
 
 

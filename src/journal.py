@@ -22,9 +22,10 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import rejects
 from meter import Reading
 from replayfile import LATEST
 
@@ -34,7 +35,8 @@ MARK_FILENAME = "journal.mark"  # the high-water mark, beside the journal
 # lost journal is told by any mark above it, however old.
 MARK_EVERY_S = 600.0
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS readings (
     seq INTEGER PRIMARY KEY,
     time REAL NOT NULL,
@@ -64,6 +66,8 @@ CREATE TABLE IF NOT EXISTS sink_errors (
     error TEXT NOT NULL
 );
 """
+    + rejects.SCHEMA
+)
 
 COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s, estimate"
 SAVE_CURSOR = (
@@ -257,6 +261,7 @@ class Journal:
         self._counts: Dict[str, int] = {}
         self._last_of: Dict[str, int] = {}  # each meter's newest row
         self.cursors = Cursors()
+        self.rejects = rejects.Pending()  # rejected edges, for the next commit
         self.committed: List[Row] = []
         self.last_seq = 0
         self._seq_floor = 0  # sequence numbers go on above the mark's
@@ -420,7 +425,7 @@ class Journal:
         caller to log; the next commit tries again.
         """
         cursors = self.cursors.take()
-        if not self._pending and not cursors:
+        if not self._pending and not cursors and not self.rejects:
             return False
         rows = self._pending
         new = sorted({r.meter for r in rows} - set(self._counts))
@@ -449,12 +454,15 @@ class Journal:
                 "INSERT INTO meters (name, pulses) VALUES (?, 0)", [(n,) for n in new]
             )
             self._save_cursors(cursors)
+            if self.rejects:
+                self.rejects.write(conn)
             conn.execute("COMMIT")
         except sqlite3.Error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self.cursors.restore(cursors)
             raise
+        self.rejects.clear()
         first = seq - len(rows) + 1
         for i, r in enumerate(rows):
             self._counts[r.meter] = r.pulses
@@ -638,6 +646,9 @@ class JournalStatus:
     last: Dict[str, Reading]  # per meter
     backlog: Dict[str, int]  # per sink name
     skipped: Dict[str, Tuple[int, int]]  # per sink name: count, first seq
+    # Per meter: rejected edges ever, and in the last 24 hours.
+    rejected: Dict[str, rejects.Counts] = field(default_factory=dict)
+    rejected_day: Dict[str, rejects.Counts] = field(default_factory=dict)
 
 
 def read_status(path: str, sinks: Sequence[str]) -> Optional[JournalStatus]:
@@ -673,7 +684,14 @@ def read_status(path: str, sinks: Sequence[str]) -> Optional[JournalStatus]:
             }
         except sqlite3.OperationalError:  # a journal of an older version
             skipped = {}
-        return JournalStatus(last_seq, last, backlog, skipped)
+        return JournalStatus(
+            last_seq,
+            last,
+            backlog,
+            skipped,
+            rejects.totals(conn),
+            rejects.totals(conn, time.time() - 86400),
+        )
     finally:
         conn.close()
 

@@ -13,14 +13,34 @@ below one pulse's energy over the time elapsed: that falling upper bound is
 published, marked as an estimate, each time it has fallen by `estimate_fall`
 (by default a fifth), stamped at the moment it reached that value. The next
 pulse gives the exact mean again.
+
+Flash widths: a backend that sees both edges of a flash reports the
+configured edge as START and the other as END. The pulse is then decided at
+the END: a flash narrower than `min_pulse_ms` or wider than `max_pulse_ms`
+is a ghost (ambient light, a reflection, a stuck LED), counted apart and
+never a pulse; a dark gap shorter than `min_pulse_ms` inside a flash, or
+a restart within `debounce_ms` of its start, is a bounce (a glitch), and
+the flash goes on (also when the kernel lost one edge of the bounce). A
+narrow flash is judged a ghost at the next flash's start, since a restart
+may yet follow it. An accepted flash counts as a
+pulse at its START, after the interval debounce and plausibility guard, so
+power and energy are as without widths. A PULSE edge (a replay of pulse
+times, an input that sees one edge) is a pulse with no width to check.
+Edge kinds the kernel read too late are turned back first (edgekinds), and
+no estimate is stamped after the start of a flash not yet judged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
+
+from edgekinds import END, PULSE, START, EdgeKinds
 
 NS_PER_S = 1_000_000_000
+
+# What an edge is (the third value an input hands on): PULSE, START, END.
+__all__ = ["END", "NS_PER_S", "PULSE", "START", "Meter", "MeterConfig", "Reading"]
 
 
 class Reading(NamedTuple):
@@ -50,6 +70,8 @@ class MeterConfig:
     idle_timeout_s: float = 0.0  # 0: no 0 W reading (the bound falls instead)
     energy_offset_kwh: float = 0.0
     estimate_fall: float = 0.2  # 0: no estimates between pulses
+    min_pulse_ms: float = 5.0  # narrower flashes are ghosts (0: no limit)
+    max_pulse_ms: float = 250.0  # wider flashes are ghosts (0: no limit)
 
 
 def power_from_interval(pulses_per_kwh: float, interval_s: float) -> float:
@@ -70,6 +92,20 @@ class Meter:
         self.pulses = pulses
         self.glitches = 0  # edges inside the debounce window
         self.implausible = 0  # edges implying more than max_power_w
+        self.ghosts = 0  # flashes narrower or wider than the width limits
+        self.last_width_ns: Optional[int] = None  # of the last whole flash
+        # Given a list, the width of every flash judged (a bounced flash
+        # whole, from its first start), for `power.py watch`.
+        self.flash_widths: Optional[List[int]] = None
+        self._min_width_ns = int(config.min_pulse_ms * 1_000_000)
+        self._max_width_ns = int(config.max_pulse_ms * 1_000_000)
+        # The flash in progress (START seen), and a too-narrow flash that
+        # may yet be a bounce inside a longer one (start, start wall, end).
+        self._flash: Optional[Tuple[int, float]] = None
+        self._narrow: Optional[Tuple[int, float, int]] = None
+        self._ended_ns: Optional[int] = None  # END of the last accepted flash
+        self._kinds = EdgeKinds()  # each edge's kind, from the order of edges
+        self._tail = False  # an END due from a bounce after an accepted flash
         self._debounce_ns = int(config.debounce_ms * 1_000_000)
         # The shortest interval a real pulse can have at max_power_w.
         # (At least 1 ns: two edges at one instant are never two pulses.)
@@ -102,20 +138,168 @@ class Meter:
     def energy_kwh(self) -> float:
         return self.offset_kwh + self.pulses / self.config.pulses_per_kwh
 
-    def edge(self, t_mono_ns: int, t_wall: float) -> List[Reading]:
+    def edge(self, t_mono_ns: int, t_wall: float, kind: int = PULSE) -> List[Reading]:
         """Feed one edge; return the readings it produces (possibly none).
 
-        A pending idle-timeout reading comes first, so a replay at any speed
-        yields the same rows as a live run.
+        Pending estimates and a pending idle-timeout reading come first, so
+        a replay at any speed yields the same rows as a live run.
         """
-        last = self._last_ns
-        if last is not None and (
+        readings: List[Reading] = []
+        for t_ns, wall, decided in self._kinds.feed(t_mono_ns, t_wall, kind):
+            readings.extend(self._decided(t_ns, wall, decided))
+        readings.extend(self._due(t_mono_ns))
+        return readings
+
+    @property
+    def turned(self) -> int:
+        """Edges whose kind the kernel read too late (see edgekinds)."""
+        return self._kinds.turned
+
+    def _due(self, t_ns: int) -> List[Reading]:
+        """The estimates and idle reading due before t_ns, if any wait."""
+        if self._last_ns is not None and (
             (not self._idle_reported and self._idle_ns > 0)
             or self._next_estimate_ns is not None
         ):
-            readings = self.tick(t_mono_ns)
+            return self.tick(t_ns)
+        return []
+
+    def _decided(self, t_mono_ns: int, t_wall: float, kind: int) -> List[Reading]:
+        """One edge whose kind is settled."""
+        readings = self._due(t_mono_ns)
+        last = self._last_ns
+        if kind == START:
+            flash = self._open_flash_ended_unseen(t_mono_ns)
+            self._start(t_mono_ns, t_wall)
+            if flash is None:
+                return readings
+            return self._pulse(flash[0], flash[1], last, readings)
+        if kind == END:
+            flash = self._end(t_mono_ns)
+            if flash is None:
+                return readings
+            t_mono_ns, t_wall = flash
+            last = self._last_ns
+        return self._pulse(t_mono_ns, t_wall, last, readings)
+
+    def _undecided_ns(self) -> Optional[int]:
+        """The earliest time a pulse may yet be counted at (None: none).
+
+        Estimates wait until it is decided, so none is stamped after a
+        pulse that was on its way."""
+        times = [
+            t
+            for t in (
+                self._kinds.held_since,
+                None if self._flash is None else self._flash[0],
+                None if self._narrow is None else self._narrow[0],
+            )
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def _open_flash_ended_unseen(self, t_ns: int) -> Optional[Tuple[int, float]]:
+        """A START while lit, debounce_ms or more after the flash began, is
+        a new flash: the last one's END was lost (merged into this START by
+        a late kernel). That flash is judged with its width at most until
+        now: its start if it is a pulse, else None."""
+        flash = self._flash
+        if flash is None or t_ns - flash[0] < max(self._debounce_ns, 1):
+            return None
+        self.glitches += 1  # the lost edge
+        judged = self._end(t_ns)
+        self._ended_ns = None  # when it really ended is unknown
+        return judged
+
+    def _start(self, t_ns: int, t_wall: float) -> None:
+        """A flash begins, or a bounce inside one resumes it.
+
+        A bounce is a dark gap shorter than min_pulse_ms, or a restart
+        within debounce_ms of the flash's start (the interval debounce's
+        own window: no real flash starts that soon after another)."""
+        narrow = self._narrow
+        if narrow is not None:
+            self._narrow = None
+            if (
+                t_ns - narrow[2] < self._min_width_ns
+                or t_ns - narrow[0] < self._debounce_ns
+            ):
+                self.glitches += 1  # the flash goes on
+                self._flash = (narrow[0], narrow[1])
+                return
+            self.ghosts += 1
+            self._judged(narrow[2] - narrow[0])
+        last, ended = self._last_ns, self._ended_ns
+        if (last is not None and t_ns - last < self._debounce_ns) or (
+            ended is not None and t_ns - ended < self._min_width_ns
+        ):
+            self.glitches += 1  # a bounce of the last accepted flash
+            self._flash = None
+            self._tail = True  # whose END is the flash's, already judged
+            return
+        if self._flash is not None:
+            # Lit already: the end of a bounce was lost (the kernel merges
+            # changes it is too late to see apart). The flash goes on.
+            self.glitches += 1
+            return
+        self._flash = (t_ns, t_wall)
+        self._tail = False
+
+    def _end(self, t_ns: int) -> Optional[Tuple[int, float]]:
+        """A flash ends: its start if it is a pulse by its width, else None."""
+        flash = self._flash
+        self._flash = None
+        if flash is None:
+            narrow = self._narrow
+            if narrow is None:
+                if self._tail:
+                    self._tail = False  # the end of a bounce's last piece
+                else:
+                    self._lone_end(t_ns)
+                return None
+            # Two ends in a row after a narrow piece: the restart between
+            # them was lost; the flash went on from the piece's start.
+            self._narrow = None
+            self.glitches += 1
+            flash = (narrow[0], narrow[1])
+        width = t_ns - flash[0]
+        if width < self._min_width_ns:
+            self._narrow = (flash[0], flash[1], t_ns)
+            return None
+        self.last_width_ns = width
+        self._judged(width)
+        if self._max_width_ns > 0 and width > self._max_width_ns:
+            self.ghosts += 1
+            return None
+        self._ended_ns = t_ns
+        return flash
+
+    def _judged(self, width_ns: int) -> None:
+        if self.flash_widths is not None:
+            self.flash_widths.append(width_ns)
+
+    def _lone_end(self, t_ns: int) -> None:
+        """An END without a START: both edges came before the kernel read
+        the first, so the flash was narrower than that delay. Soon after an
+        accepted flash it is the bounce of its end; otherwise a ghost."""
+        last, ended = self._last_ns, self._ended_ns
+        if last is None and ended is None:
+            return  # lit when watching began: no flash of ours
+        if (ended is not None and t_ns - ended < self._debounce_ns) or (
+            last is not None and t_ns - last < self._debounce_ns
+        ):
+            self.glitches += 1
         else:
-            readings = []
+            self.ghosts += 1
+
+    def _pulse(
+        self,
+        t_mono_ns: int,
+        t_wall: float,
+        last: Optional[int],
+        readings: List[Reading],
+    ) -> List[Reading]:
+        """A pulse at t_mono_ns, if the interval debounce and guard agree."""
         if last is not None:
             gap = t_mono_ns - last
             if gap < self._debounce_ns:
@@ -164,9 +348,14 @@ class Meter:
 
         Each is stamped when it became due, not when the tick arrived, so
         the readings do not depend on how often ticks come."""
-        if self._last_ns is None:
-            return []
         out: List[Reading] = []
+        for t_ns, wall, kind in self._kinds.flush(t_mono_ns):
+            out.extend(self._decided(t_ns, wall, kind))
+        if self._last_ns is None:
+            return out
+        undecided = self._undecided_ns()
+        if undecided is not None:
+            t_mono_ns = min(t_mono_ns, undecided - 1)
         due = self._next_estimate_ns
         while due is not None and due <= t_mono_ns:
             interval = (due - self._last_ns) / NS_PER_S

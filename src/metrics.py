@@ -210,6 +210,7 @@ class MeterState:
     pulses: int
     glitches: int
     rejected: int
+    ghosts: int
     power_w: Optional[float]
     last_pulse: Optional[float]
 
@@ -253,6 +254,11 @@ class PowerCollector:
             "Edges rejected as implausible (above max_power_w)",
             labels=["meter"],
         )
+        ghosts = CounterMetricFamily(
+            "power_meter_ghosts",
+            "Flashes rejected by their width (min_pulse_ms, max_pulse_ms)",
+            labels=["meter"],
+        )
         watts = GaugeMetricFamily(
             "power_meter_power_watts",
             "Mean power over the interval before the last reading (W)",
@@ -268,11 +274,12 @@ class PowerCollector:
             pulses.add_metric([m.name], m.pulses)
             glitches.add_metric([m.name], m.glitches)
             rejected.add_metric([m.name], m.rejected)
+            ghosts.add_metric([m.name], m.ghosts)
             if m.power_w is not None:
                 watts.add_metric([m.name], m.power_w)
             if m.last_pulse is not None:
                 last_pulse.add_metric([m.name], m.last_pulse)
-        yield from (energy, pulses, glitches, rejected, watts, last_pulse)
+        yield from (energy, pulses, glitches, rejected, ghosts, watts, last_pulse)
 
         backlog = GaugeMetricFamily(
             "power_sink_backlog_readings",
@@ -356,6 +363,7 @@ class StateReader:
                     pulses=pulses,
                     glitches=m.glitches,
                     rejected=m.implausible,
+                    ghosts=m.ghosts,
                     power_w=None if last is None else last.power_w,
                     last_pulse=pulse_at,
                 )

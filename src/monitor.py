@@ -1,6 +1,7 @@
 """The monitor thread: edges from the queue into meters, journal and LEDs.
 
-Input callbacks only put (meter index, t_mono_ns, t_wall) on a SimpleQueue.
+Input callbacks only put (meter index, t_mono_ns, t_wall, kind) on a
+SimpleQueue (kind: a pulse, or the start or end of a flash; see meter).
 This thread takes them in order, lets each meter turn them into readings,
 appends those to the journal, commits in groups and wakes the sink runners
 after each commit. A reading is committed at once when the previous commit
@@ -23,7 +24,7 @@ from typing import Callable, List, Optional, Sequence
 from inputs.base import EdgeCallback, InputBackend
 from journal import Journal, Row
 from leds import StatusLeds
-from meter import Meter
+from meter import PULSE, Meter
 from register import offset as register_offset
 
 TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
@@ -71,14 +72,15 @@ class Monitor:
         self.exhausted = threading.Event()  # every finite input consumed
         self.readings = 0
         self._commit_failing = False
+        self._rejected = [(0, 0, 0)] * len(self.meters)  # counted in the journal
         self._thread = threading.Thread(target=self._run, name="monitor", daemon=True)
 
     def edge_callback(self, index: int) -> EdgeCallback:
         """The pulse path for meter `index`: one queue put, nothing else."""
         put = self.edges.put
 
-        def on_edge(t_mono_ns: int, t_wall: float) -> None:
-            put((index, t_mono_ns, t_wall))
+        def on_edge(t_mono_ns: int, t_wall: float, kind: int = PULSE) -> None:
+            put((index, t_mono_ns, t_wall, kind))
 
         return on_edge
 
@@ -117,7 +119,7 @@ class Monitor:
             if item is WAKE:
                 continue
             try:
-                self._take(self.meters[item[0]], item[1], item[2])
+                self._take(self.meters[item[0]], item[1], item[2], item[3])
             except Exception:
                 self.log.exception("cannot take a queued edge")
                 return
@@ -158,7 +160,7 @@ class Monitor:
             for taken in range(RUN):
                 if item is not WAKE:
                     index = item[0]
-                    if self._take(meters[index], item[1], item[2]):
+                    if self._take(meters[index], item[1], item[2], item[3]):
                         pulsed[index] = True
                 if taken == RUN - 1:
                     behind = True  # more may wait; the next round takes them
@@ -210,9 +212,9 @@ class Monitor:
                     self.on_done()
                     finite = []
 
-    def _take(self, meter: Meter, t_ns: int, t_wall: float) -> bool:
+    def _take(self, meter: Meter, t_ns: int, t_wall: float, kind: int) -> bool:
         """Turn an edge into readings for the journal; True if it was a pulse."""
-        readings = meter.edge(t_ns, t_wall)
+        readings = meter.edge(t_ns, t_wall, kind)
         if readings:
             append = self.journal.append
             for reading in readings:
@@ -221,7 +223,21 @@ class Monitor:
             return not readings[-1].estimate
         return False
 
+    def _count_rejects(self) -> None:
+        """Hand the edges each meter rejected since the last commit to the
+        journal, stamped with the input's own clock (a replay's time)."""
+        for i, meter in enumerate(self.meters):
+            now = (meter.glitches, meter.implausible, meter.ghosts)
+            before = self._rejected[i]
+            if now != before:
+                inputs = self.inputs
+                wall = inputs[i].clock()[1] if i < len(inputs) else time.time()
+                delta = (now[0] - before[0], now[1] - before[1], now[2] - before[2])
+                self.journal.rejects.add(meter.config.name, wall, delta)
+                self._rejected[i] = now
+
     def _commit(self) -> None:
+        self._count_rejects()
         try:
             committed = self.journal.commit()
         except sqlite3.Error as exc:
@@ -274,6 +290,6 @@ class Monitor:
     def stats(self) -> List[str]:
         return [
             f"{m.config.name}: {m.pulses} pulses, glitches {m.glitches}, "
-            f"implausible {m.implausible}"
+            f"implausible {m.implausible}, ghosts {m.ghosts}"
             for m in self.meters
         ]

@@ -30,6 +30,7 @@ import config  # noqa: E402
 import logsetup  # noqa: E402
 import metrics  # noqa: E402
 import pidcheck  # noqa: E402
+import rejects  # noqa: E402
 from csvformat import format_time  # noqa: E402
 from inputs.base import InputError  # noqa: E402
 from journal import journal_path, open_schema, read_status  # noqa: E402
@@ -221,6 +222,12 @@ def show_status(pidfile: str, settings: Optional[config.Settings]) -> int:
             print(
                 f"last reading: {name} at {format_time(r.time)}: {power}, "
                 f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
+            )
+        for name, counts in status.rejected.items():
+            day = status.rejected_day.get(name, (0, 0, 0))
+            print(
+                f"rejected edges of {name}: {rejects.describe(day)} in the last "
+                f"24 h; {rejects.describe(counts)} in all"
             )
         errors = sink_errors(settings)
         for name in sinks:
@@ -791,6 +798,60 @@ def register_main(argv: List[str]) -> int:
 # Subcommands: name -> (one line of help, entry point taking its arguments,
 # a function returning its argparse parser). The manual's command-line
 # reference is made from these parsers, so a command added here appears there.
+def watch_parser() -> argparse.ArgumentParser:
+    import watch
+
+    return watch.build_parser()
+
+
+def watch_main(argv: List[str]) -> int:
+    """`power.py watch ...`: the input live, for setting up the sensor."""
+    import watch
+
+    args = watch.build_parser().parse_args(argv)
+    try:
+        if args.seconds is not None and not 0 < args.seconds < 1e7:
+            raise SettingsError(f"--seconds {args.seconds:g}: expected more than 0")
+        if args.kettle is not None and not 1 <= args.kettle <= 1e6:
+            raise SettingsError(f"--kettle {args.kettle:g}: expected 1 to 1e6 W")
+        settings = load_settings(args)
+        names = [m.config.name for m in settings.meters]
+        if args.meter is not None and args.meter not in names:
+            raise SettingsError(
+                f"--meter {args.meter!r}: no such meter in the settings "
+                f"({', '.join(names)})"
+            )
+        holder = pidcheck.lock_holder(settings.data_dir)
+        if holder is not None:
+            who = f"pid {holder}" if holder > 0 else "a running power"
+            return fail(
+                EXIT_FAILURE,
+                f"power is running ({who}) and holds the meter's input; stop it "
+                "first ('power.py --kill', or 'sudo service power stop' / "
+                "'sudo systemctl stop power' for the service), then run watch "
+                "again",
+            )
+        for m in settings.meters:
+            if args.meter in (None, m.config.name):
+                try:
+                    m.input_class.preflight(m.input_options)
+                except InputError as exc:
+                    raise SettingsError(str(exc)) from None
+                break
+        if args.record:
+            problem = _cannot_create(args.record, directory=False)
+            if problem:
+                raise SettingsError(f"--record {args.record}: {problem}")
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    log = logging.getLogger("power.watch")
+    logging.basicConfig(level=logging.WARNING, format="power.py watch: %(message)s")
+    try:
+        return watch.run(args, settings, log)
+    except InputError as exc:
+        return fail(EXIT_FAILURE, str(exc))
+
+
 SUBCOMMANDS = {
     "report": (
         "energy, cost, peak and base load per hour, day or month",
@@ -801,6 +862,11 @@ SUBCOMMANDS = {
         "record the meter's register reading: set the total, show the drift",
         register_main,
         register_parser,
+    ),
+    "watch": (
+        "the input live: edges, widths, ghosts, a diagnosis, suggested settings",
+        watch_main,
+        watch_parser,
     ),
 }
 

@@ -5,6 +5,14 @@ epoch seconds (blank lines and # comments ignored), and the CSV the file
 sink writes (recognised by its header, with or without the estimate column),
 whose estimate and idle-timeout rows repeat a pulse count and are skipped so
 no pulse is counted twice.
+
+A third form holds raw edges as `power.py watch --record` writes them: one
+edge per line, `MONO_NS WALL_S KIND`, where MONO_NS is the monotonic time
+in integer nanoseconds (the kernel's timestamp where the input has one),
+WALL_S the wall clock in epoch seconds and KIND `S` (a flash starts: the
+configured edge), `E` (it ends) or `P` (a pulse, width unseen). Replaying
+it feeds the meter exactly what the live meter saw, so the counts are the
+same, or different only by the settings changed since.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from operator import le
 from typing import IO, Iterator, List, Optional, Tuple
 
 from csvformat import HEADER, HEADER_V1, format_time, parse_time
+from meter import END, NS_PER_S, PULSE, START
 
 # Pulse times outside these bounds are typing or clock mistakes, and some
 # sinks cannot store them at all (a CSV time past year 9999, an InfluxDB
@@ -57,6 +66,90 @@ def _lines(f: IO[str], path: str) -> Iterator[Tuple[int, str]]:
         yield number, raw
 
 
+EDGE_KINDS = {"S": START, "E": END, "P": PULSE}
+KIND_LETTER = {v: k for k, v in EDGE_KINDS.items()}
+EDGES_HEADER = (
+    "# power edges v1: MONO_NS WALL_S KIND (S: a flash starts, E: it ends, P: a pulse)"
+)
+
+
+def edge_line(t_ns: int, wall: float, kind: int) -> str:
+    """One line of a recorded edge file (repr keeps the wall time exact)."""
+    return f"{t_ns} {wall!r} {KIND_LETTER[kind]}\n"
+
+
+def read_edges(
+    path: str, meter: Optional[str] = None
+) -> Iterator[Tuple[int, int, float, int]]:
+    """Yield (line number, mono ns, wall, kind) for each edge of any form:
+    a pulse time or CSV row is a PULSE at its own time."""
+    check_regular(path)
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        yield from _parse_any(f, path, meter)
+
+
+def _parse_any(
+    f: IO[str], path: str, meter: Optional[str]
+) -> Iterator[Tuple[int, int, float, int]]:
+    previous = None
+    pulses = None  # the other forms, parsed line by line as they come
+
+    def lines() -> Iterator[Tuple[int, str]]:
+        yield from _lines(f, path)
+
+    source = lines()
+    for number, raw in source:
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = stripped.split()
+        if len(fields) == 3:
+            t_ns, wall, kind = _edge(fields, path, number)
+            if meter is not None:
+                raise ReplayFileError(
+                    f"{path} line {number}: an edge file has no meter column, "
+                    f"so it cannot feed meter {meter!r} alone; record one file "
+                    "per meter"
+                )
+            if previous is not None and t_ns < previous[1]:
+                raise ReplayFileError(
+                    f"{path} line {number}: time {t_ns} ns is earlier than line "
+                    f"{previous[0]}'s {previous[1]}; edges must be in time order"
+                )
+            previous = (number, t_ns)
+            yield number, t_ns, wall, kind
+            continue
+        if pulses is None:
+            pulses = _parse(_pushback(number, raw, source), path, meter)
+        for n, t in pulses:
+            yield n, int(t * NS_PER_S), t, PULSE
+        return
+
+
+def _pushback(number: int, raw: str, rest: Iterator[Tuple[int, str]]):
+    yield number, raw
+    yield from rest
+
+
+def _edge(fields, path: str, number: int) -> Tuple[int, float, int]:
+    try:
+        t_ns = int(fields[0])
+        wall = float(fields[1])
+        kind = EDGE_KINDS[fields[2]]
+    except (ValueError, KeyError):
+        raise ReplayFileError(
+            f"{path} line {number}: {' '.join(fields)[:60]!r} is not an edge "
+            "(MONO_NS WALL_S KIND, like 5188828109908 1714563000.123 S)"
+        ) from None
+    if t_ns < 0 or not EARLIEST <= wall < LATEST:
+        raise ReplayFileError(
+            f"{path} line {number}: {' '.join(fields)[:60]!r}: expected a "
+            f"monotonic time of 0 ns or more and a wall time from "
+            f"{format_time(EARLIEST)} to {format_time(LATEST)}"
+        )
+    return t_ns, wall, kind
+
+
 def read_pulses(path: str, meter: Optional[str] = None) -> Iterator[Tuple[int, float]]:
     """Yield (line number, epoch seconds) for each pulse, in file order.
 
@@ -70,11 +163,14 @@ def read_pulses(path: str, meter: Optional[str] = None) -> Iterator[Tuple[int, f
         yield from _parse(f, path, meter)
 
 
-def _parse(f: IO[str], path: str, meter: Optional[str]) -> Iterator[Tuple[int, float]]:
+def _parse(f, path: str, meter: Optional[str]) -> Iterator[Tuple[int, float]]:
+    """`f`: an open file, or numbered lines."""
+    if hasattr(f, "readline"):
+        f = _lines(f, path)
     csv = 0  # the CSV's number of columns, once its header was seen
     previous = None
     last_pulses = {}
-    for number, raw in _lines(f, path):
+    for number, raw in f:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -161,12 +257,13 @@ def check_file(path: str, meter: Optional[str] = None) -> None:
     The replay itself then parses the file once, as it streams it. For a
     plain pulse file this check is a bulk pass (float() over whole chunks,
     then order and range: about a third of the parser's cost); whatever it
-    cannot vouch for (comments, blank lines, a CSV, a bad line) goes through
-    the parser line by line, which finds and names the problem.
+    cannot vouch for (comments, blank lines, a CSV, a recorded edge file, a
+    bad line) goes through the parser line by line, which finds and names
+    the problem.
     """
     if meter is None and _plain_and_sound(path):
         return
-    for _ in read_pulses(path, meter):
+    for _ in read_edges(path, meter):  # any form: pulses, CSV rows, edges
         pass
 
 
@@ -208,5 +305,5 @@ def _sound(lines: List[str], previous: float) -> bool:
 
 
 def count_pulses(path: str, meter: Optional[str] = None) -> int:
-    """Check a whole replay file up front; return its number of pulses."""
-    return sum(1 for _ in read_pulses(path, meter))
+    """Check a whole replay file up front; return its number of edges."""
+    return sum(1 for _ in read_edges(path, meter))

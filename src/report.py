@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import register
+import rejects
 from journal import columns, connect, journal_path, salvage
 from options import SettingsError
 
@@ -41,6 +42,7 @@ class Period:
     start: dt.datetime
     energy_kwh: float = 0.0
     peak_w: Optional[float] = None
+    rejected: Tuple[int, int, int] = (0, 0, 0)  # glitches, implausible, ghosts
 
 
 @dataclass
@@ -56,6 +58,15 @@ class MeterReport:
     @property
     def total_kwh(self) -> float:
         return sum(p.energy_kwh for p in self.periods.values())
+
+    @property
+    def rejected(self) -> Tuple[int, int, int]:
+        counts = [p.rejected for p in self.periods.values()]
+        return (
+            sum(c[0] for c in counts),
+            sum(c[1] for c in counts),
+            sum(c[2] for c in counts),
+        )
 
     def spread(self, start: float, end: float, kwh: float) -> None:
         """Add a pulse's energy, spread evenly over [start, end]."""
@@ -179,6 +190,17 @@ def build(
                 period.peak_w = power
             if report.peak is None or power > report.peak[0]:
                 report.peak = (power, t)
+    for name, hour, counts in rejects.hourly(conn, since, until):
+        if meter and name != meter:
+            continue
+        report = reports.get(name)
+        if report is None:
+            report = reports[name] = MeterReport(name)
+        start = floor(dt.datetime.fromtimestamp(hour), by)
+        period = report.periods.get(start)
+        if period is None:
+            period = report.periods[start] = Period(start)
+        period.rejected = tuple(a + b for a, b in zip(period.rejected, counts))
     return [reports[k] for k in sorted(reports)]
 
 
@@ -202,7 +224,9 @@ def render_text(
         head = f"{'period':<16} {'kWh':>10}"
         if tariff is not None:
             head += f" {'cost':>9}"
-        out.write(head + f" {'peak W':>8}\n")
+        health = any(report.rejected)  # rejected edges: a column for ghosts
+        out.write(head + f" {'peak W':>8}" + (f" {'ghosts':>6}" if health else ""))
+        out.write("\n")
         periods = [report.periods[k] for k in sorted(report.periods)]
         largest = max(p.energy_kwh for p in periods)
         for p in periods:
@@ -210,7 +234,10 @@ def render_text(
             if tariff is not None:
                 line += f" {p.energy_kwh * tariff:9.2f}"
             peak = "" if p.peak_w is None else f"{p.peak_w:.0f}"
-            out.write(line + f" {peak:>8}  {bar(p.energy_kwh, largest)}\n")
+            line += f" {peak:>8}"
+            if health:
+                line += f" {p.rejected[2]:>6}"
+            out.write(line + f"  {bar(p.energy_kwh, largest)}\n")
         total = f"{'total':<16} {report.total_kwh:10.3f}"
         if tariff is not None:
             total += f" {report.total_kwh * tariff:9.2f}"
@@ -221,6 +248,8 @@ def render_text(
         base = report.base_load_w()
         if base is not None:
             out.write(f"base load: {base:.0f} W (the lowest mean over a whole hour)\n")
+        if health:
+            out.write(f"rejected edges: {rejects.describe(report.rejected)}\n")
         out.write("\n")
     return out.getvalue()
 
@@ -228,7 +257,9 @@ def render_text(
 def render_csv(reports: List[MeterReport], by: str, tariff: Optional[float]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["period", "meter", "energy_kwh", "cost", "peak_w"])
+    writer.writerow(
+        ["period", "meter", "energy_kwh", "cost", "peak_w"] + list(rejects.KINDS)
+    )
     for report in reports:
         for key in sorted(report.periods):
             p = report.periods[key]
@@ -236,6 +267,7 @@ def render_csv(reports: List[MeterReport], by: str, tariff: Optional[float]) -> 
             peak = "" if p.peak_w is None else f"{p.peak_w:.1f}"
             writer.writerow(
                 [label(p.start, by), report.meter, f"{p.energy_kwh:.3f}", cost, peak]
+                + list(p.rejected)
             )
     return out.getvalue()
 

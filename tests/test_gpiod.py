@@ -36,7 +36,7 @@ from inputs.base import InputError
 from inputs.libgpiod import GpiodInput, GpiodLed, chip_path
 from journal import journal_path
 from leds import StatusLeds
-from meter import MeterConfig
+from meter import END, START, MeterConfig
 from options import validate
 from runtime import Service, StartError
 
@@ -107,8 +107,13 @@ class Edges:
         self.calls: List[Tuple[int, float]] = []
         self.clocks: List[Tuple[int, float]] = []
         self.threads: List[threading.Thread] = []
+        self.ends: List[int] = []  # END edges' stamps (calls: the STARTs)
 
-    def __call__(self, t_mono_ns, t_wall) -> None:
+    def __call__(self, t_mono_ns, t_wall, kind) -> None:
+        if kind == END:
+            self.ends.append(t_mono_ns)
+            return
+        assert kind == START
         self.clocks.append((time.monotonic_ns(), time.time()))
         self.calls.append((t_mono_ns, t_wall))
         self.threads.append(threading.current_thread())
@@ -397,10 +402,10 @@ def test_without_the_gpiod_module_the_input_error_says_what_to_do():
 
 @pytest.mark.parametrize(
     "edge, pull, want_edge, want_bias",
-    [
-        ("falling", "up", "FALLING", "PULL_UP"),
-        ("rising", "down", "RISING", "PULL_DOWN"),
-        ("falling", "off", "FALLING", "DISABLED"),
+    [  # both edges always: the configured one starts a flash
+        ("falling", "up", "BOTH", "PULL_UP"),
+        ("rising", "down", "BOTH", "PULL_DOWN"),
+        ("falling", "off", "BOTH", "DISABLED"),
     ],
 )
 def test_start_requests_the_line_as_configured(
@@ -448,9 +453,10 @@ def test_each_edge_reaches_on_edge_with_the_kernel_timestamp(gpiod, chip):
     backend.start(edges, lambda: 0)
     gaps = [31 * MS + 123, 29 * MS + 4567, 35 * MS + 1]
     changes, starts = flashes(time.monotonic_ns() + 20 * MS, gaps)
-    assert gpiod._fake_edges(chip, LINE, changes) == len(starts)  # falling only
-    assert wait_for(lambda: len(edges.calls) == len(starts))
+    assert gpiod._fake_edges(chip, LINE, changes) == 2 * len(starts)  # both edges
+    assert wait_for(lambda: len(edges.ends) == len(starts))
     assert edges.stamps == starts
+    assert edges.ends == [t + FLASH_NS for t in starts]
     assert_wall_matches_kernel_stamp(edges)
     assert all(t is not threading.main_thread() for t in edges.threads)
 
@@ -460,14 +466,14 @@ def test_a_burst_read_in_one_call_arrives_whole_and_in_order(gpiod, chip):
     edges = Edges()
     backend.start(edges, lambda: 0)
     period = kernel_period_ns(gpiod, chip)
-    n = 16  # the kernel's FIFO for one line holds 16
+    n = 8  # 16 edges: the kernel's default FIFO for one line holds 16
     gaps = [10 * MS + i * 1000 for i in range(n - 1)]
     start = past_window(sum(gaps) + 10 * MS)
     changes, starts = flashes(start, gaps, width_ns=5 * MS)
-    assert gpiod._fake_edges(chip, LINE, changes) == n
-    assert wait_for(lambda: len(edges.calls) == n)
+    assert gpiod._fake_edges(chip, LINE, changes) == 2 * n
+    assert wait_for(lambda: len(edges.ends) == n)
     time.sleep(0.05)  # and nothing more
-    assert gpiod._fake_reads(chip) == [n]  # all n in one read_edge_events()
+    assert gpiod._fake_reads(chip) == [2 * n]  # all in one read_edge_events()
     assert edges.stamps == [t + period for t in starts]  # stamped when stable
     assert_wall_matches_kernel_stamp(edges)
     walls = [w for _, w in edges.calls]
@@ -485,7 +491,7 @@ def test_a_burst_beyond_the_kernels_default_fifo_is_not_lost(gpiod, chip):
     start = past_window(sum(gaps) + 6 * MS)
     changes, starts = flashes(start, gaps, width_ns=2 * MS)
     gpiod._fake_edges(chip, LINE, changes)
-    wait_for(lambda: len(edges.calls) >= n, timeout=2.0)
+    wait_for(lambda: len(edges.ends) >= n, timeout=2.0)
     assert gpiod._fake_dropped(chip) == 0
     assert edges.stamps == [t + period for t in starts]
 
@@ -505,8 +511,8 @@ def test_bounces_inside_the_debounce_period_are_dropped_by_the_kernel(gpiod, chi
         changes += [(0, t + 2 * MS), (1, t + 20 * MS), (0, t + 20 * MS + 300_000)]
         changes += [(1, t + 21 * MS)]
         last_bounces.append(t + 2 * MS)
-    assert gpiod._fake_edges(chip, LINE, changes) == 3
-    assert wait_for(lambda: len(edges.calls) == 3)
+    assert gpiod._fake_edges(chip, LINE, changes) == 6
+    assert wait_for(lambda: len(edges.ends) == 3)
     time.sleep(0.05)
     assert edges.stamps == [t + period for t in last_bounces]
 
@@ -522,8 +528,8 @@ def test_a_flash_shorter_than_debounce_ms_is_counted(gpiod, chip):
     start = past_window(450 * MS)
     changes, starts = flashes(start, [200 * MS, 200 * MS], width_ns=10 * MS)
     gpiod._fake_edges(chip, LINE, changes)
-    wait_for(lambda: len(edges.calls) >= 3, timeout=2.0)
-    assert len(edges.calls) == 3
+    wait_for(lambda: len(edges.ends) >= 3, timeout=2.0)
+    assert len(edges.calls) == 3 and len(edges.ends) == 3
 
 
 def test_stop_is_prompt_without_events_and_releases_the_line(gpiod, chip):
@@ -826,7 +832,7 @@ def test_service_end_to_end_uses_the_kernels_timestamps(gpiod, chip, tmp_path):
     try:
         service.start()
         info = gpiod.Chip(chip).get_line_info(LINE)
-        assert info.consumer == "power" and info.edge_detection is Edge.FALLING
+        assert info.consumer == "power" and info.edge_detection is Edge.BOTH
         assert info.bias is Bias.PULL_UP
         assert info.debounce_period == timedelta(milliseconds=DEBOUNCE_MS)
         assert gpiod._fake_values(chip, 23)[-1] is Value.ACTIVE  # ready
@@ -835,11 +841,11 @@ def test_service_end_to_end_uses_the_kernels_timestamps(gpiod, chip, tmp_path):
         gaps = [61 * MS + 234_567, 72 * MS + 345_678, 58 * MS + 765_431]
         first = past_window(sum(gaps) + 30 * MS)
         changes, starts = flashes(first, gaps)
-        assert gpiod._fake_edges(chip, LINE, changes) == 4
+        assert gpiod._fake_edges(chip, LINE, changes) == 8
         live, live_starts = flashes(
             time.monotonic_ns() + 40 * MS, [45 * MS + 999, 52 * MS + 7, 66 * MS + 1]
         )
-        assert gpiod._fake_edges(chip, LINE, live) == 4
+        assert gpiod._fake_edges(chip, LINE, live) == 8
         starts += live_starts
         assert wait_for(lambda: service.monitor.readings == len(starts))
     finally:
@@ -899,8 +905,8 @@ def test_two_meters_on_two_lines_of_one_chip(gpiod, chip, tmp_path):
         heat, heat_starts = flashes(
             start + 20 * MS, [70 * MS + 1, 80 * MS + 2, 75 * MS + 3, 90 * MS + 4]
         )
-        assert gpiod._fake_edges(chip, 24, grid) == 3
-        assert gpiod._fake_edges(chip, 25, heat) == 5
+        assert gpiod._fake_edges(chip, 24, grid) == 6
+        assert gpiod._fake_edges(chip, 25, heat) == 10
         assert wait_for(lambda: service.monitor.readings == 8)
     finally:
         service.stop()

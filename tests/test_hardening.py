@@ -549,7 +549,9 @@ def test_damaged_journal_is_found_at_start_and_moved_aside(ws, tmp_path):
     assert rep.returncode == 0, rep.stderr
     assert "is damaged" in rep.stderr and "readings that could be read" in rep.stderr
     assert "energy_kwh" in rep.stdout.splitlines()[0]
-    assert float(rep.stdout.splitlines()[-1].split(",")[-1]) > 0
+    header = rep.stdout.splitlines()[0].split(",")
+    last = rep.stdout.splitlines()[-1].split(",")
+    assert float(last[header.index("peak_w")]) > 0
 
 
 def test_two_sinks_writing_one_file_are_refused(ws, tmp_path):

@@ -701,3 +701,278 @@ def test_estimates_off():
     m.edge(0, 100.0)
     m.edge(60 * NS, 160.0)
     assert m.tick(100_000 * NS) == []
+
+
+# ---------------------------------------------------------------------------
+# Flash widths: both edges of each flash, ghosts and bounces.
+# ---------------------------------------------------------------------------
+
+MS = 1_000_000
+WIDTHS = MeterConfig(
+    debounce_ms=50.0, min_pulse_ms=5.0, max_pulse_ms=250.0, estimate_fall=0.0
+)
+GOOD_WIDTH = st.integers(5 * MS, 250 * MS)
+NARROW_WIDTH = st.integers(1, 5 * MS - 1)
+WIDE_WIDTH = st.integers(250 * MS + 1, 3 * NS)
+FLASH = st.tuples(
+    # The dark gap before it: at least debounce_ms, so that only the drawn
+    # bounces join pieces into one flash.
+    st.integers(50 * MS, 4 * NS),
+    st.one_of(GOOD_WIDTH, GOOD_WIDTH, NARROW_WIDTH, WIDE_WIDTH),
+    st.one_of(st.none(), st.tuples(st.floats(0.01, 0.99), st.integers(1, 5 * MS - 1))),
+)
+
+
+def train(flashes) -> tuple:
+    """Edges (t_ns, kind) of flashes, each (dark gap, width, bounce or None);
+    and each flash as (start, width, bounced)."""
+    from meter import END, START
+
+    edges, out, t = [], [], MONO0
+    for gap, width, bounce in flashes:
+        start = t + gap
+        bounced = False
+        if bounce is not None and 5 * MS <= width <= 250 * MS:
+            at = start + max(1, int(width * bounce[0]))
+            if at + bounce[1] < start + width:  # the flash lights again inside
+                edges += [(start, START), (at, END), (at + bounce[1], START)]
+                bounced = True
+        if not bounced:
+            edges.append((start, START))
+        edges.append((start + width, END))
+        out.append((start, width, bounced))
+        t = start + width
+    return edges, out
+
+
+def expected_widths(cfg: MeterConfig, flashes) -> dict:
+    """The specification: a flash outside [min, max] is a ghost; a dark gap
+    shorter than min_pulse_ms inside a flash is a glitch; an accepted flash
+    is a pulse at its start unless the interval debounce or the guard
+    rejects it. (Flashes here start at least debounce_ms after the last
+    one ended: the debounce never fires, the guard does.)"""
+    debounce = cfg.debounce_ms * MS
+    shortest = (
+        Fraction(NS)
+        * 3600
+        * 1000
+        / (Fraction(cfg.pulses_per_kwh) * Fraction(cfg.max_power_w))
+    )
+    count = {"pulses": [], "ghosts": 0, "glitches": 0, "implausible": 0}
+    last = None
+    for start, width, bounced in flashes:
+        count["glitches"] += bounced
+        if width < cfg.min_pulse_ms * MS or width > cfg.max_pulse_ms * MS:
+            count["ghosts"] += 1
+            continue
+        if last is not None and start - last < debounce:
+            count["glitches"] += 1
+            continue
+        if last is not None:
+            assume(abs(start - last - shortest) > MARGIN_NS)
+            if start - last < shortest:
+                count["implausible"] += 1
+                continue
+        count["pulses"].append(start)
+        last = start
+    return count
+
+
+def feed(meter: Meter, edges) -> List[Reading]:
+    from meter import START
+
+    readings: List[Reading] = []
+    for t, kind in edges:
+        readings += meter.edge(t, wall_of(t), kind)
+    if edges:  # a flash long after: the last narrow one is judged at its start
+        readings += meter.edge(edges[-1][0] + 10 * NS, wall_of(edges[-1][0]), START)
+    return readings
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FLASH, min_size=1, max_size=40))
+def test_every_ghost_is_counted_and_no_ghost_is_a_pulse(flashes):
+    edges, drawn = train(flashes)
+    want = expected_widths(WIDTHS, drawn)
+    meter = Meter(WIDTHS)
+    readings = [r for r in feed(meter, edges) if not r.estimate]
+    assert [r.time for r in readings] == [wall_of(t) for t in want["pulses"]]
+    assert meter.pulses == len(want["pulses"])
+    assert meter.ghosts == want["ghosts"]
+    assert meter.glitches == want["glitches"]
+    assert meter.implausible == want["implausible"]
+    # Power is the interval between accepted flashes' starts, as without widths.
+    starts = want["pulses"]
+    for r, a, b in zip(readings[1:], starts, starts[1:]):
+        assert r.interval_s == (b - a) / NS
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(50 * MS, 4 * NS), GOOD_WIDTH), min_size=1))
+def test_widths_off_or_unseen_count_as_pulses_at_the_flash_starts(flashes):
+    # Limits at 0 and both edges give exactly the readings of PULSE edges at
+    # the starts: a backend that sees one edge loses nothing but the check.
+    from meter import PULSE
+
+    edges, drawn = train([(g, w, None) for g, w in flashes])
+    off = replace(WIDTHS, min_pulse_ms=0.0, max_pulse_ms=0.0)
+    both = feed(Meter(off), edges)
+    single = feed(Meter(WIDTHS), [(s, PULSE) for s, _, _ in drawn])
+    assert both == single
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(50 * MS, 4 * NS), GOOD_WIDTH), min_size=1),
+    st.integers(0, 2**32),
+)
+def test_pulse_edges_never_become_ghosts(flashes, seed):
+    # A replay of pulse times has no widths: no limit can reject them.
+    import random
+
+    from meter import PULSE
+
+    rng = random.Random(seed)
+    tight = replace(WIDTHS, min_pulse_ms=rng.uniform(0, 100), max_pulse_ms=101.0)
+    edges, drawn = train([(g, w, None) for g, w in flashes])
+    pulses = [(s, PULSE) for s, _, _ in drawn]
+    a, b = Meter(tight), Meter(replace(WIDTHS, min_pulse_ms=0, max_pulse_ms=0))
+    assert feed(a, pulses) == feed(b, pulses)
+    assert a.ghosts == 0
+
+
+def test_ghosts_among_real_flashes_in_numbers():
+    # 50 ms flashes every 3.6 s (1 kW), a 2 ms and a 300 ms ghost between
+    # each pair, and a contact bounce in every fifth flash.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    edges, t = [], MONO0
+    for i in range(20):
+        start = t + i * 36 * NS // 10
+        edges += [(start, START)]
+        if i % 5 == 0:
+            edges += [(start + 1 * MS, END), (start + MS + 300_000, START)]
+        edges += [(start + 50 * MS, END)]
+        edges += [(start + 1 * NS, START), (start + NS + 2 * MS, END)]
+        edges += [(start + 2 * NS, START), (start + 2 * NS + 300 * MS, END)]
+    readings = [r for r in feed(meter, edges) if not r.estimate]
+    assert meter.pulses == 20 and meter.ghosts == 40 and meter.glitches == 4
+    assert meter.last_width_ns == 300 * MS
+    assert all(r.power_w == pytest.approx(1000.0) for r in readings[1:])
+
+
+def test_a_bounce_delayed_past_min_pulse_ms_is_still_a_bounce():
+    # A bounce's dark gap stretched to 8 ms (a slow sensor, a late edge) but
+    # inside debounce_ms of the flash's start: one flash, one glitch. And a
+    # flash starting within debounce_ms of the last pulse is a glitch too.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    t = MONO0
+    edges = [(t, START), (t + 3 * MS, END), (t + 11 * MS, START), (t + 50 * MS, END)]
+    edges += [(t + 60 * MS, START), (t + 62 * MS, END)]  # 60 ms: a ghost
+    t2 = t + 2 * NS
+    edges += [(t2, START), (t2 + 10 * MS, END), (t2 + 30 * MS, START)]
+    edges += [(t2 + 40 * MS, END)]
+    readings = feed(meter, edges)
+    assert [r.time for r in readings if not r.estimate] == [wall_of(t), wall_of(t2)]
+    assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 2, 1)
+
+
+def test_a_bounce_with_an_edge_lost_is_still_one_flash():
+    # The kernel may merge a bounce's two changes when it sees them late:
+    # an end or a start goes missing. The flash still counts, once, at its
+    # first start.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    t, t2 = MONO0, MONO0 + 2 * NS
+    edges = [(t, START), (t + 3 * MS, END), (t + 12 * MS, END)]  # start lost
+    edges += [(t2, START), (t2 + 5 * MS, START), (t2 + 12 * MS, END)]  # end lost
+    readings = feed(meter, edges)
+    assert [r.time for r in readings if not r.estimate] == [wall_of(t), wall_of(t2)]
+    assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 2, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FLASH, min_size=1, max_size=40), st.data())
+def test_a_kind_read_too_late_is_turned_back(flashes, data):
+    # The kernel names an edge by the level its interrupt thread reads; when
+    # the line has changed again by then, the edge comes out with the next
+    # one's kind. Any such edges, none next to another and each followed
+    # soon by the change that misled it, give exactly the readings and
+    # counts of the true kinds.
+    from edgekinds import HOLD_NS
+    from meter import END, START
+
+    edges, _ = train(flashes)
+    misread, previous = set(), False
+    for i in range(1, len(edges) - 1):
+        soon = edges[i + 1][0] - edges[i][0] < HOLD_NS
+        previous = not previous and soon and data.draw(st.booleans())
+        if previous:
+            misread.add(i)
+    seen = [
+        (t, START + END - kind if i in misread else kind)
+        for i, (t, kind) in enumerate(edges)
+    ]
+    truth, meter = Meter(WIDTHS), Meter(WIDTHS)
+    assert feed(meter, seen) == feed(truth, edges)
+    counts = ("pulses", "ghosts", "glitches", "implausible", "last_width_ns")
+    assert [getattr(meter, c) for c in counts] == [getattr(truth, c) for c in counts]
+    assert meter.turned == len(misread)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(NS, 4 * NS), GOOD_WIDTH), min_size=2))
+def test_no_estimate_is_stamped_inside_a_flash_still_open(flashes):
+    # A pulse is known at its flash's end but stamped at its start: the
+    # falling bound waits, so readings never go back in time.
+    edges, _ = train([(g, w, None) for g, w in flashes])
+    meter = Meter(replace(WIDTHS, estimate_fall=0.2))
+    readings = []
+    for t, kind in edges:
+        readings += meter.edge(t, wall_of(t), kind)
+        readings += meter.tick(t + 1)  # a tick between any two edges
+    times = [r.time for r in readings]
+    # (within a float's resolution of a wall time: 2**-22 s)
+    assert all(b >= a - 2**-22 for a, b in zip(times, times[1:])), times
+    assert sum(not r.estimate for r in readings) == len(flashes)
+
+
+def test_an_end_alone_is_a_flash_too_narrow_to_see_whole():
+    # Both edges of a flash came before the kernel read the first: one END
+    # after an END. Far from the last flash it is a ghost; right after it,
+    # the bounce of its end; an END first of all is a line lit at start.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    t = MONO0
+    edges = [(t - 3 * NS, END)]  # lit when watching began
+    edges += [(t, START), (t + 50 * MS, END), (t + 60 * MS, END)]  # end bounce
+    edges += [(t + 2 * NS, END)]  # a ghost narrower than the kernel's delay
+    edges += [(t + 4 * NS, START), (t + 4 * NS + 50 * MS, END)]
+    readings = [r for r in feed(meter, edges) if not r.estimate]
+    assert [r.time for r in readings] == [wall_of(t), wall_of(t + 4 * NS)]
+    assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 1, 1)
+
+
+def test_an_end_lost_between_two_flashes_loses_neither():
+    # A late kernel merged a flash's END into the next START: a START while
+    # lit, debounce_ms or more after the flash began, is a new flash, and
+    # the first is judged by the width it can at most have had.
+    from meter import END, START
+
+    meter = Meter(WIDTHS)
+    t = MONO0
+    edges = [(t, START), (t + 400 * MS, START), (t + 450 * MS, END)]  # 400: ghost
+    t2 = t + 2 * NS
+    edges += [(t2, START), (t2 + 200 * MS, START), (t2 + 250 * MS, END)]
+    readings = [r for r in feed(meter, edges) if not r.estimate]
+    assert [r.time for r in readings] == [
+        wall_of(t + 400 * MS),
+        wall_of(t2),
+        wall_of(t2 + 200 * MS),
+    ]
+    assert (meter.pulses, meter.ghosts, meter.glitches) == (3, 1, 2)

@@ -148,7 +148,13 @@ def test_metrics_names_labels_and_healthz_for_a_failing_sink(ws, tmp_path):
     port = free_port()
     dead = free_port()  # nothing listens there
     ws.write(
-        {"backend": "simulated", "watts": 3600, "speed": 20, "seed": 3},
+        {
+            "backend": "simulated",
+            "watts": 3600,
+            "speed": 20,
+            "seed": 3,
+            "ghosts_per_hour": 1800,  # about every other pulse
+        },
         SINKS=[
             {"type": "file", "path": str(ws.csv)},
             {
@@ -189,6 +195,7 @@ def test_metrics_names_labels_and_healthz_for_a_failing_sink(ws, tmp_path):
         assert values['power_meter_pulses_total{meter="house"}'] > 0
         assert values['power_meter_glitches_total{meter="house"}'] == 0
         assert values['power_meter_rejected_total{meter="house"}'] == 0
+        assert values['power_meter_ghosts_total{meter="house"}'] > 0
         assert values["power_journal_size_bytes"] > 0
         assert values["power_monitor_up"] == 1
         assert "# TYPE power_meter_energy_kwh_total counter" in text

@@ -204,7 +204,7 @@ def test_up_front_check_of_a_sorted_file_is_the_bulk_pass(tmp_path, monkeypatch)
     def parser(*args):
         raise AssertionError("the line-by-line parser ran")
 
-    monkeypatch.setattr(replayfile, "read_pulses", parser)
+    monkeypatch.setattr(replayfile, "read_edges", parser)
     check_file(path)  # no AssertionError
     with pytest.raises(AssertionError):
         check_file(path, "house")  # a meter's rows: only the parser can tell

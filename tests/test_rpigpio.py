@@ -27,7 +27,7 @@ from inputs.base import InputError
 from inputs.rpigpio import GpioLed, RpiGpioInput
 from journal import Journal, journal_path
 from leds import StatusLeds
-from meter import Meter, MeterConfig
+from meter import PULSE, Meter, MeterConfig
 from monitor import Monitor
 from options import validate
 from runtime import Service, StartError
@@ -76,7 +76,9 @@ class Edges:
         self.calls = []
         self.threads = []
 
-    def __call__(self, t_mono_ns, t_wall) -> None:
+    def __call__(self, t_mono_ns, t_wall, kind) -> None:
+        # RPi.GPIO proper: the configured edge only, its width unseen.
+        assert kind == PULSE
         self.calls.append((t_mono_ns, t_wall))
         self.threads.append(threading.current_thread())
 

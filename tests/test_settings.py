@@ -107,6 +107,8 @@ def test_base_settings_are_valid(tmp_path):
         "watts": 1000,
         "speed": 1,
         "seed": None,
+        "width_ms": 50.0,
+        "ghosts_per_hour": 0.0,
     }
     assert s.data_dir == str(tmp_path / "data")
     (sink,) = s.sinks

@@ -1,8 +1,10 @@
 """The input backend interface: start(on_edge), stop(), clock(), led(pin).
 
-A backend turns meter flashes into calls of on_edge(t_mono_ns, t_wall): a
-monotonic timestamp in nanoseconds for intervals and the wall clock for the
-reading. That call is the whole pulse path: it only enqueues. Simulated and
+A backend turns meter flashes into calls of on_edge(t_mono_ns, t_wall, kind):
+a monotonic timestamp in nanoseconds for intervals, the wall clock for the
+reading, and what the edge is (meter.PULSE when only the pulse edge is
+seen; meter.START and meter.END for both edges of a flash, so the meter can
+check its width). That call is the whole pulse path: it only enqueues. Simulated and
 replayed meters run on a clock of their own, which clock() reports so the
 meter's idle timeout follows the same time as the edges.
 """
@@ -17,7 +19,7 @@ from typing import Callable, ClassVar, Dict, Optional, Tuple
 from meter import MeterConfig
 from options import Option
 
-EdgeCallback = Callable[[int, float], None]
+EdgeCallback = Callable[..., None]  # (t_mono_ns, t_wall[, kind])
 Backlog = Callable[[], int]
 
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any, Optional
 
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
+from meter import END, START
 from options import Option
 
 WAIT_S = 0.1  # the longest stop() waits for the reader
@@ -163,11 +164,10 @@ class GpiodInput(InputBackend):
     def start(self, on_edge: EdgeCallback, backlog: Backlog) -> None:
         from gpiod.line import Bias, Direction, Edge
 
-        edge = {"falling": Edge.FALLING, "rising": Edge.RISING}
         bias = {"up": Bias.PULL_UP, "down": Bias.PULL_DOWN, "off": Bias.DISABLED}
         settings = self.gpiod.LineSettings(
             direction=Direction.INPUT,
-            edge_detection=edge[self.options["edge"]],
+            edge_detection=Edge.BOTH,  # both ends of a flash: its width
             bias=bias[self.options["pull"]],
             debounce_period=timedelta(milliseconds=self.options["filter_ms"]),
         )
@@ -187,7 +187,12 @@ class GpiodInput(InputBackend):
         self._thread.start()
 
     def _read(self, on_edge: EdgeCallback) -> None:
-        """Hand each kernel-stamped edge on, with the wall time it happened."""
+        """Hand each kernel-stamped edge on, with the wall time it happened
+        and whether it starts a flash (the configured edge) or ends it."""
+        from gpiod.edge_event import EdgeEvent
+
+        falling = EdgeEvent.Type.FALLING_EDGE
+        starts_on_falling = self.options["edge"] == "falling"
         request = self.request
         wait = timedelta(seconds=WAIT_S)
         monotonic_ns, wall = time.monotonic_ns, time.time
@@ -204,7 +209,10 @@ class GpiodInput(InputBackend):
             now_ns, now_wall = monotonic_ns(), wall()
             for event in events:
                 ts = event.timestamp_ns
-                on_edge(ts, now_wall - (now_ns - ts) / 1e9)
+                kind = (
+                    START if (event.event_type == falling) == starts_on_falling else END
+                )
+                on_edge(ts, now_wall - (now_ns - ts) / 1e9, kind)
 
     def led(self, pin: int) -> LedOutput:
         return GpiodLed(self.gpiod, self.path, pin, self.log)

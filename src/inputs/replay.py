@@ -3,6 +3,8 @@
 Times in the file are the replay's own clock: they stamp the readings and
 drive the meter's intervals and idle timeout, so a replay at speed 0 gives
 the same rows as one in real time. The file is streamed, never held whole.
+A recorded edge file (`power.py watch --record`) gives each edge's own
+monotonic and wall times and kind, so the meter sees what it saw live.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Optional, Tuple
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, PacedThread
 from meter import NS_PER_S
 from options import Option
-from replayfile import ReplayFileError, check_file, read_pulses
+from replayfile import ReplayFileError, check_file, read_edges
 
 
 class ReplayInput(InputBackend):
@@ -29,7 +31,8 @@ class ReplayInput(InputBackend):
         self.path = options["path"]
         self.speed = float(options["speed"])
         self._worker = PacedThread(f"replay-{meter.name}", self.speed)
-        self._first = None
+        self._first: Optional[int] = None  # the first edge's ns
+        self._offset = 0.0  # wall minus monotonic seconds
         self._last_ns = 0
         self._due_ns = 0
         self.count = 0
@@ -53,14 +56,16 @@ class ReplayInput(InputBackend):
     def start(self, on_edge: EdgeCallback, backlog: Backlog) -> None:
         def run() -> None:
             try:
-                for _, t in read_pulses(self.path, self.options["meter"]):
+                for _, t_ns, wall, kind in read_edges(self.path, self.options["meter"]):
                     if self._first is None:
-                        self._first = t
-                    t_ns = int(t * NS_PER_S)
+                        self._first = t_ns
+                        self._offset = wall - t_ns / NS_PER_S
                     self._due_ns = t_ns  # the clock must not pass it yet
-                    if not self._worker.wait_until(t - self._first, backlog):
+                    if not self._worker.wait_until(
+                        (t_ns - self._first) / NS_PER_S, backlog
+                    ):
                         return
-                    on_edge(t_ns, t)
+                    on_edge(t_ns, wall, kind)
                     self._last_ns = t_ns  # only once it is queued
                     self.count += 1
             except (OSError, ReplayFileError) as exc:
@@ -84,11 +89,11 @@ class ReplayInput(InputBackend):
         if self._first is None or self.speed == 0 or self.finished.is_set():
             ns = last
         else:
-            ns = int((self._first + self._worker.elapsed_virtual()) * NS_PER_S)
+            ns = self._first + int(self._worker.elapsed_virtual() * NS_PER_S)
             if self._due_ns > last:
                 ns = min(ns, self._due_ns - 1)
             ns = max(ns, last)
-        return ns, ns / NS_PER_S
+        return ns, ns / NS_PER_S + self._offset
 
     def stop(self) -> None:
         self._worker.end()

@@ -13,6 +13,11 @@ writable directory); lgpio raises `lgpio.error`, a plain Exception; and its
 debounce reports an edge only once the level has held for the bouncetime,
 which would swallow flashes shorter than it, so the meter's own debounce
 is used instead.
+
+Flash widths: through rpi-lgpio the backend watches both edges with the
+kernel's timestamp and level, so the meter checks each flash's width.
+RPi.GPIO proper reports the configured edge only (its callback carries no
+level, and its bouncetime would swallow a flash's end): no width checks.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from typing import Any, List, Tuple, Type
 
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
+from meter import END, PULSE, START
 from options import Option, show
 
 # The header's GPIOs: BCM 0-27; BOARD pins 1-40 (RPi.GPIO rejects the
@@ -210,7 +216,7 @@ class RpiGpioInput(InputBackend):
 
         def callback(channel: int) -> None:
             # The pulse path: timestamp and hand off.
-            on_edge(monotonic_ns(), wall())
+            on_edge(monotonic_ns(), wall(), PULSE)
 
         try:
             GPIO.setup(self.pin, GPIO.IN, pull_up_down=pull[self.options["pull"]])
@@ -220,9 +226,11 @@ class RpiGpioInput(InputBackend):
             if bounce > 0 and not self.lgpio:
                 kwargs["bouncetime"] = bounce
             stamped = self.lgpio and self._kernel_stamps(on_edge)
+            watch = edge[self.options["edge"]]
             if stamped:
                 del kwargs["callback"]  # lgpio's callback carries the time
-            GPIO.add_event_detect(self.pin, edge[self.options["edge"]], **kwargs)
+                watch = GPIO.BOTH  # and the level: both ends of a flash
+            GPIO.add_event_detect(self.pin, watch, **kwargs)
         except ValueError as exc:
             self.stop()
             raise InputError(f"GPIO pin {self.pin} cannot be used: {exc}") from None
@@ -253,22 +261,21 @@ class RpiGpioInput(InputBackend):
         if not isinstance(handle, int) or to_gpio is None:
             return False
         monotonic_ns, wall_ns = time.monotonic_ns, time.time_ns
+        start_level = 0 if self.options["edge"] == "falling" else 1
 
         def stamped(chip: int, gpio: int, level: int, tick: int) -> None:
             # The pulse path: convert the kernel's time and hand off.
             if level > 1:  # lgpio's watchdog, not an edge
                 return
+            kind = START if level == start_level else END
             now_mono, now_wall = monotonic_ns(), wall_ns()
             if abs(now_wall - tick) < abs(now_mono - tick):  # a wall-clock tick
-                on_edge(now_mono - (now_wall - tick), tick / 1e9)
+                on_edge(now_mono - (now_wall - tick), tick / 1e9, kind)
             else:
-                on_edge(tick, (now_wall - (now_mono - tick)) / 1e9)
+                on_edge(tick, (now_wall - (now_mono - tick)) / 1e9, kind)
 
-        edge = {"falling": lgpio.FALLING_EDGE, "rising": lgpio.RISING_EDGE}
         self._callbacks.append(
-            lgpio.callback(
-                handle, to_gpio(self.pin), edge[self.options["edge"]], stamped
-            )
+            lgpio.callback(handle, to_gpio(self.pin), lgpio.BOTH_EDGES, stamped)
         )
         return True
 

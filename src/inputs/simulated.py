@@ -5,6 +5,12 @@ mean-reverting walk in log space (an Ornstein-Uhlenbeck process whose
 exponential has mean 1), so the long-run average is the mean asked for while
 minute to minute the power rises and falls. Pulses come at the interval that
 load implies, on a virtual clock running `speed` times real time.
+
+Each pulse is a flash `width_ms` wide, reported as both its edges like a
+GPIO line (0: pulse times only). `ghosts_per_hour` adds stray flashes
+between pulses, alternately too narrow and too wide for the meter's width
+limits, so the ghost filter and `power.py watch` can be tried without a
+meter.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import random
 from typing import Optional, Tuple
 
 from inputs.base import Backlog, EdgeCallback, InputBackend, PacedThread
-from meter import NS_PER_S
+from meter import END, NS_PER_S, PULSE, START
 from options import Option
 
 SIGMA = 0.35  # spread of the log-load
@@ -47,7 +53,11 @@ class SimulatedInput(InputBackend):
         "watts": Option("number", 1000.0, minimum=1.0, maximum=1_000_000.0),
         "speed": Option("number", 1.0, minimum=0.0, maximum=1_000_000.0),
         "seed": Option("int", None, nullable=True),
+        "width_ms": Option("number", 50.0, minimum=0.0, maximum=10000.0),
+        "ghosts_per_hour": Option("number", 0.0, minimum=0.0, maximum=1e6),
     }
+    NARROW_GHOST_S = 0.001
+    WIDE_GHOST_S = 1.0
 
     def __init__(self, options, meter, log) -> None:
         super().__init__(options, meter, log)
@@ -67,20 +77,41 @@ class SimulatedInput(InputBackend):
         load = LoadModel(float(self.options["watts"]), self._rng)
         joules_per_pulse = 3_600_000.0 / self.meter.pulses_per_kwh
 
+        width = float(self.options["width_ms"]) / 1000.0
+        ghost_rate = float(self.options["ghosts_per_hour"]) / 3600.0
+        rng = self._rng
+
+        def emit(at: float, kind: int) -> bool:
+            self._due = at  # the clock must not pass it yet
+            if not self._worker.wait_until(at, backlog):
+                return False
+            on_edge(self._start_ns + int(at * NS_PER_S), self._start_wall + at, kind)
+            self._virtual = at  # only once it is queued
+            return True
+
+        def flash(at: float, wide: float) -> bool:
+            return emit(at, START) and emit(at + wide, END)
+
         def run() -> None:
             virtual = 0.0
             power = load.mean_w
+            wide_ghost = False
             while True:
                 interval = joules_per_pulse / power
+                start = virtual
                 virtual += interval
-                self._due = virtual  # the clock must not pass it yet
-                if not self._worker.wait_until(virtual, backlog):
+                if rng.random() < ghost_rate * interval:
+                    room = interval - width
+                    wide_ghost = not wide_ghost
+                    ghost = self.WIDE_GHOST_S if wide_ghost else self.NARROW_GHOST_S
+                    if width > 0 and room > ghost + 4 * width:
+                        if not flash(start + width + (room - ghost) / 2, ghost):
+                            return
+                if width <= 0:
+                    if not emit(virtual, PULSE):
+                        return
+                elif not flash(virtual, min(width, interval / 2)):
                     return
-                on_edge(
-                    self._start_ns + int(virtual * NS_PER_S),
-                    self._start_wall + virtual,
-                )
-                self._virtual = virtual  # only once it is queued
                 power = load.step(interval)
 
         self._worker.begin(run)

@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -99,11 +99,14 @@ class Driver:
         self.led_rises: List[int] = []  # when the LED was first seen lit
         self.led_falls: List[int] = []  # and seen dark again
         self._led_level = 0 if led is None else chip.value(led)
+        self.writes: List[List[Any]] = []  # every write: [before, after, up]
 
     def _write(self, up: bool) -> List[int]:
         before = time.monotonic_ns()
         self.chip.pull(self.line, up)
-        return [before, time.monotonic_ns()]
+        window = [before, time.monotonic_ns()]
+        self.writes.append([*window, up])
+        return window
 
     def _wait_until(self, deadline_ns: int) -> None:
         while True:
@@ -153,6 +156,7 @@ class Driver:
             "edges": edges,
             "bounce_edges": bounce_edges,
             "bounces": bounces,
+            "writes": self.writes,
             "led_rises": self.led_rises,
             "led_falls": self.led_falls,
         }
@@ -315,6 +319,8 @@ def daemon_run(
     }
     driver = Driver(chip, INPUT_LINE, led=DETECT_LINE)
     result.update(driver.train(count))
+    status = power([*common, "--status"], env)
+    result["status_after"] = status.stdout + status.stderr  # rejected edges
     if proc is not None:
         proc.send_signal(signal.SIGTERM)
         result["output"] = proc.communicate(timeout=30)[0]
@@ -364,7 +370,7 @@ def scenario_timestamps(chips: Dict[str, SimChip]) -> Dict[str, Any]:
     import logging
 
     from inputs.libgpiod import GpiodInput
-    from meter import MeterConfig
+    from meter import START, MeterConfig
 
     chip = chips["header"]
     line = 30
@@ -374,8 +380,9 @@ def scenario_timestamps(chips: Dict[str, SimChip]) -> Dict[str, Any]:
         chip.pull(line, True)
         stamps: List[int] = []
 
-        def on_edge(ns: int, wall: float, stamps: List[int] = stamps) -> None:
-            stamps.append(ns)
+        def on_edge(ns: int, wall: float, kind: int, stamps=stamps) -> None:
+            if kind == START:  # the falling edges: where flashes start
+                stamps.append(ns)
 
         backend = GpiodInput(
             {"backend": "gpiod", "chip": chip.path, "line": line, "edge": "falling",
@@ -391,6 +398,149 @@ def scenario_timestamps(chips: Dict[str, SimChip]) -> Dict[str, Any]:
         time.sleep(0.3)
         backend.stop()
         out[f"{filter_ms:g}"] = {"edges": driven["edges"], "stamps": stamps}
+    return out
+
+
+# Flash widths: ghosts, bounces and an inverted sensor ------------------------
+
+WIDTH_FLASHES = 16  # 50 ms flashes every 500 ms
+WIDTH_GAP_MS = 500
+WIDTH_FLASH_MS = 50
+WIDE_GHOST_MS = (80, 300)  # after each even flash: on at +80 ms for 300 ms
+NARROW_GHOST_MS = (200, 2)  # after each odd flash: on at +200 ms for 2 ms
+WIDTH_BOUNCE_EVERY = 4  # a 2 ms dark gap 3 ms into every fourth flash
+INVERTED_FLASHES = 8
+
+
+def width_train() -> List[Tuple[int, bool]]:
+    """(ms from the start, line up?) for the ghost train, in order."""
+    out: List[Tuple[int, bool]] = []
+    for i in range(WIDTH_FLASHES):
+        t = i * WIDTH_GAP_MS
+        out.append((t, False))
+        if i % WIDTH_BOUNCE_EVERY == WIDTH_BOUNCE_EVERY - 1:
+            out += [(t + 3, True), (t + 5, False)]
+        out.append((t + WIDTH_FLASH_MS, True))
+        if i < WIDTH_FLASHES - 1:
+            at, width = WIDE_GHOST_MS if i % 2 == 0 else NARROW_GHOST_MS
+            out += [(t + at, False), (t + at + width, True)]
+    return out
+
+
+def drive(chip: SimChip, line: int, changes: List[Tuple[int, bool]]) -> List[Any]:
+    """Set the line's pull at the planned times; each write's window."""
+    driver = Driver(chip, line)
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    start = time.monotonic_ns() + 50_000_000
+    windows = []
+    try:
+        for at_ms, up in changes:
+            driver._wait_until(start + at_ms * 1_000_000)
+            windows.append([*driver._write(up), up])
+    finally:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return windows
+
+
+def width_settings(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o777)
+    names = {
+        "METER": {"name": "house", "pulses_per_kwh": 1000, "debounce_ms": 20},
+        "INPUT": {"backend": "auto", "pin": INPUT_LINE},
+        "DATA_DIR": str(folder / "data"),
+        "SINKS": [{"type": "file", "path": str(folder / "data" / "power.csv")}],
+        "LOGFILE": str(folder / "power.log"),
+    }
+    path = folder / "settings.py"
+    path.write_text("".join(f"{k} = {v!r}\n" for k, v in names.items()))
+    return path
+
+
+def watch_while(
+    settings: Path, seconds: float, changes, chip: SimChip, record: Path
+) -> Dict[str, Any]:
+    """Run `power.py watch` on the line while driving `changes`."""
+    proc = subprocess.Popen(
+        [sys.executable, str(POWER), "--settings", str(settings), "watch",
+         "--plain", "--seconds", str(seconds), "--record", str(record)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=gpio_env(), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # the input is open: drive it
+    windows = drive(chip, INPUT_LINE, changes)
+    # Read on from the same buffered stream (communicate() would bypass it).
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    proc.wait(timeout=seconds + 60)
+    return {
+        "exit": proc.returncode,
+        "output": first + out,
+        "stderr": err,
+        "windows": windows,
+        "record": read(record),
+    }
+
+
+def scenario_widths(chips: Dict[str, SimChip]) -> Dict[str, Any]:
+    """Ghosts among 50 ms flashes, bounces and an inverted sensor, on the
+    gpiod backend: the daemon live, watch live with --record, the record
+    replayed by the daemon, and watch on the inverted sensor."""
+    chip = chips["header"]
+    out: Dict[str, Any] = {"train": width_train()}
+    train_s = (WIDTH_FLASHES * WIDTH_GAP_MS) / 1000
+    # The daemon, live.
+    folder = WORK / "widths-daemon"
+    settings = width_settings(folder)
+    chip.pull(INPUT_LINE, True)
+    proc = subprocess.Popen(
+        [sys.executable, str(POWER), "--settings", str(settings), "--nodaemon",
+         "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=gpio_env(), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    log = folder / "power.log"
+    wait_for(lambda: " reads " in read(log), 60)
+    out["daemon_windows"] = drive(chip, INPUT_LINE, width_train())
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out["daemon_output"] = proc.communicate(timeout=30)[0]
+    out["daemon_exit"] = proc.returncode
+    out["daemon_log"] = read(log)
+    out["daemon_csv"] = read(folder / "data" / "power.csv")
+    status = power(["--settings", str(settings), "--status"], gpio_env())
+    out["daemon_status"] = status.stdout + status.stderr
+    # watch, live, recording.
+    folder = WORK / "widths-watch"
+    settings = width_settings(folder)
+    chip.pull(INPUT_LINE, True)
+    record = folder / "evening.edges"
+    out["watch"] = watch_while(settings, train_s + 1.0, width_train(), chip, record)
+    # The record replayed by the daemon.
+    folder = WORK / "widths-replay"
+    settings = width_settings(folder)
+    done = power(
+        ["--settings", str(settings), "--replay", str(record), "--speed", "0",
+         "--nodaemon", "--quiet"],
+        gpio_env(),
+    )  # fmt: skip
+    out["replay"] = {
+        "exit": done.returncode,
+        "output": done.stdout + done.stderr,
+        "log": read(folder / "power.log"),
+    }
+    # An inverted sensor: the line low (active) but for 50 ms flashes high.
+    folder = WORK / "widths-inverted"
+    settings = width_settings(folder)
+    chip.pull(INPUT_LINE, False)
+    inverted: List[Tuple[int, bool]] = []
+    for i in range(INVERTED_FLASHES):
+        inverted += [(i * 400, True), (i * 400 + 50, False)]
+    out["inverted"] = watch_while(
+        settings, INVERTED_FLASHES * 0.4 + 1.0, inverted, chip, folder / "inv.edges"
+    )
+    chip.pull(INPUT_LINE, True)
     return out
 
 
@@ -466,6 +616,7 @@ SCENARIOS: Dict[str, Callable[[Dict[str, SimChip]], Dict[str, Any]]] = {
     "gpiod_daemon": scenario_gpiod_daemon,
     "rpigpio_daemon": scenario_rpigpio_daemon,
     "timestamps": scenario_timestamps,
+    "widths": scenario_widths,
     "faults": run_faults,
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from conftest import pulse_rows  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SCENARIOS = ["gpiod_daemon", "rpigpio_daemon", "timestamps", "faults"]
+SCENARIOS = ["gpiod_daemon", "rpigpio_daemon", "timestamps", "widths", "faults"]
 GPIOD_PULSES = 300
 RPIGPIO_PULSES = 200
 
@@ -86,31 +87,47 @@ def scenario(results: Dict[str, Any], name: str) -> Dict[str, Any]:
 # Comparing readings with the driven train -----------------------------------
 
 
+def meter_of(writes: List[List[Any]], config: Any, at: int) -> Tuple[Any, List[int]]:
+    """What the meter must make of the driven edges, each taken at its
+    write's start (at 0), middle (1) or end (2); and which writes were the
+    counted pulses. The driver knows each edge only to within its write,
+    and a host stall can stretch a flash, a ghost or a bounce's dark gap
+    past a limit: the meter is judged on the edges as they really came."""
+    from meter import END, START, Meter
+
+    meter, pulses = Meter(config), []
+    for i, (before, after, up) in enumerate(writes):
+        t = (before, (before + after) // 2, after)[at]
+        # The write's index as its wall time: each reading names its write.
+        for reading in meter.edge(t, float(i), END if up else START):
+            if not reading.estimate:
+                pulses.append(int(reading.time))
+    return meter, pulses
+
+
+def expected(run: Dict[str, Any], config: Any, counted: int) -> Tuple[Any, List[int]]:
+    """The meter's verdict on the driven edges that gives the count the
+    daemon reached, if edges taken anywhere inside their writes give it."""
+    verdicts = [meter_of(run["writes"], config, at) for at in (1, 0, 2)]
+    for meter, pulses in verdicts:
+        if len(pulses) == counted:
+            return meter, pulses
+    return verdicts[0]
+
+
+def daemon_config() -> Any:
+    from meter import MeterConfig
+
+    return MeterConfig(
+        "house", guest.PULSES_PER_KWH, guest.DEBOUNCE_MS, idle_timeout_s=0
+    )
+
+
 def accepted_edges(run: Dict[str, Any]) -> List[List[int]]:
-    """The driven falling edges (flashes and bounces, as write windows) the
-    meter must accept: each at least METER debounce_ms after the last one
-    accepted. A bounce is driven 5 ms after its flash; only if the host
-    stalled the guest past the lockout is it a pulse by the meter's rules.
-    Where a stall inside a write leaves the driver's own timing undecided,
-    the reading decides: the edge counts if the next reading's interval is
-    one it can have made (that one reading is then judged by itself)."""
-    lockout = guest.DEBOUNCE_MS * 1_000_000
-    rows = pulse_rows(csv_rows(run["csv"]))
-    driven = sorted(run["edges"] + run["bounce_edges"])
-    accepted: List[List[int]] = []
-    for before, after in driven:
-        if accepted:
-            last_before, last_after = accepted[-1]
-            if after - last_before < lockout:
-                continue  # surely inside the lockout: a glitch
-            if before - last_after < lockout:  # undecided by the driver
-                low, high = (before - last_after) / 1e9, (after - last_before) / 1e9
-                i = len(accepted)
-                reported = float(rows[i]["interval_s"]) if i < len(rows) else -1.0
-                if not low - ROUNDING_S <= reported <= high + ROUNDING_S:
-                    continue
-        accepted.append([before, after])
-    return accepted
+    """The write windows of the flashes the meter must count as pulses."""
+    counted = len(pulse_rows(csv_rows(run["csv"])))
+    _, pulses = expected(run, daemon_config(), counted)
+    return [run["writes"][i][:2] for i in pulses]
 
 
 def driven_bounds(edges: List[List[int]], i: int) -> Tuple[float, float]:
@@ -153,13 +170,6 @@ def csv_rows(text: str) -> List[Dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def glitches(log: str) -> int:
-    for line in log.splitlines():
-        if "glitches" in line:
-            return int(line.split("glitches")[1].split(",")[0])
-    raise AssertionError(f"no meter statistics in the log:\n{log}")
-
-
 # The whole daemon ------------------------------------------------------------
 
 
@@ -173,17 +183,19 @@ def test_daemon_counts_every_pulse_and_no_bounce(results, name, count):
     rows = pulse_rows(csv_rows(run["csv"]))
     assert len(run["edges"]) == count
     assert run["bounces"] == len(run["bounce_edges"]) == count // guest.BOUNCE_EVERY
-    expected = len(accepted_edges(run))
+    meter, pulses = expected(run, daemon_config(), len(rows))
     # The train is a real test of bounce rejection only if nearly every
     # bounce came inside the lockout as driven.
-    assert expected <= count + run["bounces"] // 10
-    assert [int(r["pulses"]) for r in rows] == list(range(1, expected + 1))
+    assert count - run["bounces"] // 10 <= len(pulses) <= count + run["bounces"] // 10
+    assert [int(r["pulses"]) for r in rows] == list(range(1, len(pulses) + 1))
     # With no kernel filter every bounce reaches the meter, which rejects
     # it on the kernel's edge times and counts it. Once, with the host
     # stalling the guest around a flash's edge, the kernel reported no edge
     # for its bounce at all (neither pulse nor glitch): allow one in ten.
-    rejected = count + run["bounces"] - expected
-    assert rejected - rejected // 10 <= glitches(run["log"]) <= rejected
+    _, rejected, implausible, ghosts = found(STOP_LINE, run["log"])
+    want = meter.glitches + meter.ghosts
+    assert want - want // 10 <= rejected + ghosts <= want
+    assert implausible == meter.implausible == 0
     assert "Traceback" not in run["log"]
 
 
@@ -300,3 +312,109 @@ def test_default_filter_is_off():
     from inputs.libgpiod import GpiodInput
 
     assert GpiodInput.OPTIONS["filter_ms"].default == 0
+
+
+# Flash widths: ghosts, bounces, an inverted sensor, watch and its record ------
+
+STOP_LINE = re.compile(
+    r"house: (\d+) pulses, glitches (\d+), implausible (\d+), ghosts (\d+)"
+)
+WATCH_LINE = re.compile(
+    r"summary: (\d+) edges in [\d.]+ s: (\d+) pulses, (\d+) glitches, "
+    r"(\d+) implausible, (\d+) ghosts"
+)
+GHOSTS = guest.WIDTH_FLASHES - 1  # one between each pair of flashes
+BOUNCES = guest.WIDTH_FLASHES // guest.WIDTH_BOUNCE_EVERY
+
+
+def found(pattern: re.Pattern[str], text: str) -> Tuple[int, ...]:
+    m = pattern.search(text)
+    assert m, text
+    return tuple(int(g) for g in m.groups())
+
+
+def bucket(text: str, name: str) -> int:
+    m = re.search(rf"^ +{name} ms +(\d+) #", text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def judged(
+    windows: List[List[Any]], pulses: int, glitches: int, implausible: int, ghosts: int
+) -> List[List[int]]:
+    """Every flash a pulse, every ghost a ghost, every bounce a glitch, as
+    the meter must judge the edges as driven (a host stall can stretch a
+    2 ms ghost or a bounce's dark gap past min_pulse_ms): nearly all as
+    planned, and exactly what the driven edges make. Returns the counted
+    flashes' write windows."""
+    from meter import MeterConfig
+
+    config = MeterConfig("house", 1000, 20, idle_timeout_s=0)
+    meter, want = expected({"writes": windows}, config, pulses)
+    assert abs(len(want) - guest.WIDTH_FLASHES) <= 2
+    assert meter.ghosts >= GHOSTS - 2
+    assert (pulses, glitches, implausible, ghosts) == (
+        len(want),
+        meter.glitches,
+        meter.implausible,
+        meter.ghosts,
+    )
+    return [windows[i][:2] for i in want]
+
+
+def test_ghosts_are_rejected_and_counted_live(results):
+    run = scenario(results, "widths")
+    assert run["daemon_exit"] == 0, run["daemon_output"] + run["daemon_log"]
+    pulses, glitches, implausible, ghosts = found(STOP_LINE, run["daemon_log"])
+    want = judged(run["daemon_windows"], pulses, glitches, implausible, ghosts)
+    rows = pulse_rows(csv_rows(run["daemon_csv"]))
+    assert len(rows) == pulses
+    # Intervals between the flashes' starts (500 ms as planned), whatever
+    # the ghosts between them.
+    for i, row in enumerate(rows[1:], start=1):
+        low, high = driven_bounds(want, i)
+        reported = float(row["interval_s"])
+        assert low - SLACK_MS / 1000 <= reported <= high + SLACK_MS / 1000
+    want = f"{glitches} glitches, {implausible} implausible, {ghosts} ghosts"
+    assert f"rejected edges of house: {want} in the last 24 h" in run["daemon_status"]
+
+
+def test_watch_shows_the_ghosts_and_suggests_limits(results):
+    run = scenario(results, "widths")["watch"]
+    assert run["exit"] == 0, run["stderr"]
+    text = run["output"]
+    edges, pulses, glitches, implausible, ghosts = found(WATCH_LINE, text)
+    judged(run["windows"], pulses, glitches, implausible, ghosts)
+    assert edges == 2 * (guest.WIDTH_FLASHES + GHOSTS + BOUNCES)
+    # The histogram: 2 ms, 50 ms and 300 ms flashes in their buckets (a
+    # width on a bucket's bound may fall either side of it).
+    narrow = sum(1 for i in range(GHOSTS) if i % 2 == 1)
+    assert bucket(text, "1-2") + bucket(text, "2-5") == narrow, text
+    assert bucket(text, "20-50") + bucket(text, "50-100") == guest.WIDTH_FLASHES
+    assert bucket(text, "200-500") == GHOSTS - narrow, text
+    assert "ghost (narrower than min_pulse_ms 5)" in text
+    assert "ghost (wider than max_pulse_ms 250)" in text
+    assert f"diagnosis: {ghosts} ghosts rejected (flash width)" in text
+    assert "suggest: INPUT['edge'] = 'falling'" in text
+    assert re.search(r"suggest: METER\['min_pulse_ms'\] = 2[45] ", text), text
+    assert re.search(r"suggest: METER\['max_pulse_ms'\] = 10[0-3] ", text), text
+    assert "inverted" not in text
+
+
+def test_the_recorded_edges_replay_to_the_live_counts(results):
+    run = scenario(results, "widths")
+    live = found(WATCH_LINE, run["watch"]["output"])[1:]
+    edges = [x for x in run["watch"]["record"].splitlines() if not x.startswith("#")]
+    assert len(edges) == found(WATCH_LINE, run["watch"]["output"])[0]
+    replay = run["replay"]
+    assert replay["exit"] == 0, replay["output"] + replay["log"]
+    assert found(STOP_LINE, replay["log"]) == live
+
+
+def test_watch_finds_an_inverted_sensor(results):
+    run = scenario(results, "widths")["inverted"]
+    assert run["exit"] == 0, run["stderr"]
+    text = run["output"]
+    assert "the sensor is inverted or INPUT['edge'] is the wrong one" in text
+    assert "suggest: INPUT['edge'] = 'rising'" in text
+    pulses = found(WATCH_LINE, text)[1]
+    assert pulses == 0  # every "flash" is the dark between flashes: a ghost

@@ -70,7 +70,12 @@ def boot(
         "-accel", "tcg",
         "-cpu", "max",  # the instructions prebuilt wheels (lgpio) may use
         "-m", str(memory_mb),
-        "-smp", "2",
+        # One CPU, as a Pi Zero or 1. With two emulated CPUs on a busy host
+        # one can freeze for tens of milliseconds while the other runs on:
+        # the kernel then reads an edge's level after the next change, or
+        # merges two changes into one edge, which no real board does at a
+        # meter's pace (tests/test_meter.py covers the turned-back kinds).
+        "-smp", "1",
         "-nodefaults",
         "-no-user-config",
         "-display", "none",
