@@ -329,6 +329,9 @@ def diagnose(
         findings.append(f"{meter.glitches} glitches (bounces, or inside debounce_ms)")
     if not findings:
         findings.append("all looks well")
+    if options.get("backend") == "simulated":  # it has no edge or pull
+        suggest.pop("edge", None)
+        suggest.pop("pull", None)
     return findings, suggest
 
 

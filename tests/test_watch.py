@@ -217,3 +217,12 @@ def test_watch_refuses_while_the_daemon_runs_and_ctrl_c_ends_with_a_summary(ws):
             watcher.kill()
     assert watcher.returncode == 0, err
     assert "summary:" in out and "Traceback" not in err
+
+
+def test_a_simulated_meter_gets_no_edge_or_pull_suggested(ws):
+    # The simulated input has neither setting: suggesting one would make a
+    # settings file the loader refuses.
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 50})
+    res = watch(ws, "--seconds", "30")
+    assert "suggest: METER['min_pulse_ms']" in res.stdout
+    assert "INPUT['edge']" not in res.stdout and "INPUT['pull']" not in res.stdout
