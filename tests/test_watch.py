@@ -226,3 +226,22 @@ def test_a_simulated_meter_gets_no_edge_or_pull_suggested(ws):
     res = watch(ws, "--seconds", "30")
     assert "suggest: METER['min_pulse_ms']" in res.stdout
     assert "INPUT['edge']" not in res.stdout and "INPUT['pull']" not in res.stdout
+
+
+def test_a_fast_simulated_meter_flashes_wide_enough_to_count(ws):
+    # 120 pulses a second (10,000 imp/kWh at 43.2 kW): a flash and the dark
+    # after it share 8.3 ms, so min_pulse_ms must be under half of that; the
+    # simulated flashes are then half the interval and all count.
+    ws.write(
+        {"backend": "simulated", "watts": 43200, "speed": 2, "seed": 3},
+        METER={
+            "name": "house",
+            "pulses_per_kwh": 10000,
+            "max_power_w": 60000,
+            "debounce_ms": 2,
+            "min_pulse_ms": 2,
+        },
+    )
+    res = watch(ws, "--seconds", "4")
+    edges, pulses, glitches, implausible, ghosts = counts(res.stdout)
+    assert pulses > 200 and (glitches, implausible, ghosts) == (0, 0, 0), res.stdout
