@@ -15,8 +15,10 @@ alternate, so a repeated kind is the sign of one of the two:
 
 A repeated edge is therefore held until the next edge says which (or until
 ``HOLD_NS`` has passed on the edges' clock: a misread needs the next change
-to come soon). Decisions depend only on the edges' kinds and times, so a
-replay of recorded edges gives what the live run gave. Edges that only say
+to come within the kernel's delay, and a third edge later than that is an
+edge of its own, the held one standing). Decisions depend only on the
+edges' kinds and times, so a replay of recorded edges gives what the live
+run gave. Edges that only say
 "a pulse" (one edge watched) pass straight through.
 """
 
@@ -28,7 +30,9 @@ PULSE = 0  # a pulse, width unknown (one edge seen)
 START = 1  # the configured edge: a flash begins
 END = 2  # the other edge: the flash ends
 
-HOLD_NS = 1_000_000_000  # a misread edge's successor comes sooner than this
+# A misread edge's successor came before the kernel's thread read the line:
+# within its delay, microseconds to a few milliseconds on a real board.
+HOLD_NS = 5_000_000
 
 Edge = Tuple[int, float, int]  # (monotonic ns, wall s, kind)
 

@@ -169,11 +169,11 @@ class Meter:
         readings = self._due(t_mono_ns)
         last = self._last_ns
         if kind == START:
-            flash = self._open_flash_ended_unseen(t_mono_ns)
+            flash = self._flash
+            if flash is not None and t_mono_ns - flash[0] >= max(self._debounce_ns, 1):
+                return self._merged_start(t_mono_ns, t_wall, last, readings)
             self._start(t_mono_ns, t_wall)
-            if flash is None:
-                return readings
-            return self._pulse(flash[0], flash[1], last, readings)
+            return readings
         if kind == END:
             flash = self._end(t_mono_ns)
             if flash is None:
@@ -182,48 +182,54 @@ class Meter:
             last = self._last_ns
         return self._pulse(t_mono_ns, t_wall, last, readings)
 
-    def _undecided_ns(self) -> Optional[int]:
+    def _undecided_ns(self, now_ns: int) -> Optional[int]:
         """The earliest time a pulse may yet be counted at (None: none).
 
         Estimates wait until it is decided, so none is stamped after a
-        pulse that was on its way."""
-        times = [
-            t
-            for t in (
-                self._kinds.held_since,
-                None if self._flash is None else self._flash[0],
-                None if self._narrow is None else self._narrow[0],
-            )
-            if t is not None
-        ]
-        return min(times) if times else None
+        pulse that was on its way. A flash lit longer than max_pulse_ms
+        can no longer be a pulse: it holds nothing back (an LED left lit,
+        an inverted sensor)."""
+        times = [self._kinds.held_since]
+        for piece in (self._flash, self._narrow):
+            if piece is not None and not (
+                self._max_width_ns > 0 and now_ns - piece[0] > self._max_width_ns
+            ):
+                times.append(piece[0])
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
 
-    def _open_flash_ended_unseen(self, t_ns: int) -> Optional[Tuple[int, float]]:
-        """A START while lit, debounce_ms or more after the flash began, is
-        a new flash: the last one's END was lost (merged into this START by
-        a late kernel). That flash is judged with its width at most until
-        now: its start if it is a pulse, else None."""
+    def _merged_start(
+        self, t_ns: int, t_wall: float, last: Optional[int], readings: List[Reading]
+    ) -> List[Reading]:
+        """A START while lit, debounce_ms or more after the flash began: the
+        kernel merged an END into it. Within max_pulse_ms of the flash's
+        start that was a bounce at the flash's end (a change too quick to
+        see apart): the flash ends here and what follows is its tail. Later
+        than that, the flash's END was lost: it is judged by the width it
+        can at most have had (too wide: a ghost), and a new flash starts."""
         flash = self._flash
-        if flash is None or t_ns - flash[0] < max(self._debounce_ns, 1):
-            return None
-        self.glitches += 1  # the lost edge
+        assert flash is not None
+        self.glitches += 1  # the merged edge
         judged = self._end(t_ns)
-        self._ended_ns = None  # when it really ended is unknown
-        return judged
+        if self._max_width_ns <= 0 or t_ns - flash[0] <= self._max_width_ns:
+            self._tail = self._narrow is None  # a narrow piece goes on by itself
+        else:
+            self._ended_ns = None  # when it really ended is unknown
+            self._start(t_ns, t_wall)
+        if judged is None:
+            return readings
+        return self._pulse(judged[0], judged[1], last, readings)
 
     def _start(self, t_ns: int, t_wall: float) -> None:
         """A flash begins, or a bounce inside one resumes it.
 
-        A bounce is a dark gap shorter than min_pulse_ms, or a restart
-        within debounce_ms of the flash's start (the interval debounce's
-        own window: no real flash starts that soon after another)."""
+        A bounce is a dark gap shorter than min_pulse_ms: an LED does not
+        go dark for longer inside a flash, so two spikes further apart are
+        two ghosts, not one flash."""
         narrow = self._narrow
         if narrow is not None:
             self._narrow = None
-            if (
-                t_ns - narrow[2] < self._min_width_ns
-                or t_ns - narrow[0] < self._debounce_ns
-            ):
+            if t_ns - narrow[2] < self._min_width_ns:
                 self.glitches += 1  # the flash goes on
                 self._flash = (narrow[0], narrow[1])
                 return
@@ -353,7 +359,7 @@ class Meter:
             out.extend(self._decided(t_ns, wall, kind))
         if self._last_ns is None:
             return out
-        undecided = self._undecided_ns()
+        undecided = self._undecided_ns(t_mono_ns)
         if undecided is not None:
             t_mono_ns = min(t_mono_ns, undecided - 1)
         due = self._next_estimate_ns

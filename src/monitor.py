@@ -288,8 +288,10 @@ class Monitor:
             self.log.info("pruned %d old readings from the journal", removed)
 
     def stats(self) -> List[str]:
+        # Edges whose kind the kernel read too late show how busy it was.
         return [
             f"{m.config.name}: {m.pulses} pulses, glitches {m.glitches}, "
             f"implausible {m.implausible}, ghosts {m.ghosts}"
+            + (f", edge kinds restored {m.turned}" if m.turned else "")
             for m in self.meters
         ]

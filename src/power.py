@@ -811,7 +811,10 @@ def watch_main(argv: List[str]) -> int:
     args = watch.build_parser().parse_args(argv)
     try:
         if args.seconds is not None and not 0 < args.seconds < 1e7:
-            raise SettingsError(f"--seconds {args.seconds:g}: expected more than 0")
+            raise SettingsError(
+                f"--seconds {args.seconds:g}: expected more than 0 and less "
+                "than 1e7 (about 115 days)"
+            )
         if args.kettle is not None and not 1 <= args.kettle <= 1e6:
             raise SettingsError(f"--kettle {args.kettle:g}: expected 1 to 1e6 W")
         settings = load_settings(args)

@@ -124,7 +124,6 @@ class Watcher:
         self.plain = plain
         self._flash: Optional[int] = None
         self._last_start: Optional[int] = None
-        self._last_pulse: Optional[int] = None
         self._last_width: Optional[int] = None  # of the last whole flash
 
     def edge(self, t_ns: int, wall: float, kind: int) -> None:
@@ -284,31 +283,39 @@ def diagnose(
         for w in widths_ms
         if (cfg.min_pulse_ms <= w) and (not cfg.max_pulse_ms or w <= cfg.max_pulse_ms)
     ]
-    if (
-        not stats.pulse_only
-        and "edge" in suggest
-        and suggest["edge"][0] == edge
-        and real
-    ):
-        mid = statistics.median(real)
-        main = [w for w in real if mid / 1.5 <= w <= mid * 1.5]
-        low, high = min(main), max(main)
-        limits = [cfg.min_pulse_ms, cfg.max_pulse_ms]
-        straddle = [
-            w
-            for w in widths_ms
-            if any(lim and abs(w - lim) <= lim * NEAR for lim in limits)
-        ]
-        if straddle:
-            findings.append(
-                f"{len(straddle)} flash widths lie within {NEAR:.0%} of the "
-                f"limits (min_pulse_ms {cfg.min_pulse_ms:g}, max_pulse_ms "
-                f"{cfg.max_pulse_ms:g}): the filter is deciding by a hair"
-            )
-        suggest["min_pulse_ms"] = (
-            max(1, math.floor(low / 2)),
-            f"{len(main)} flashes {low:.1f} to {high:.1f} ms wide (median {mid:.1f})",
+    sensing = not stats.pulse_only and "edge" in suggest and suggest["edge"][0] == edge
+    limits = [cfg.min_pulse_ms, cfg.max_pulse_ms]
+    straddle = [
+        w
+        for w in widths_ms
+        if any(lim and abs(w - lim) <= lim * NEAR for lim in limits)
+    ]
+    if sensing and straddle:
+        findings.append(
+            f"{len(straddle)} flash widths lie within {NEAR:.0%} of the "
+            f"limits (min_pulse_ms {cfg.min_pulse_ms:g}, max_pulse_ms "
+            f"{cfg.max_pulse_ms:g}): the filter is deciding by a hair"
         )
+    # The flashes to fit the limits to: those that pass them, or, when none
+    # does, the main cluster of all widths (the meter's own flashes, if they
+    # come with the load: the user must tell, so the finding says so).
+    fit = real or (widths_ms if len(widths_ms) >= 3 else [])
+    if sensing and fit:
+        mid = statistics.median(fit)
+        main = [w for w in fit if mid / 1.5 <= w <= mid * 1.5]
+        low, high = min(main), max(main)
+        evidence = (
+            f"{len(main)} flashes {low:.1f} to {high:.1f} ms wide (median {mid:.1f})"
+        )
+        if not real:
+            findings.append(
+                f"no flash passed the width limits (min_pulse_ms "
+                f"{cfg.min_pulse_ms:g}, max_pulse_ms {cfg.max_pulse_ms:g}): "
+                f"{evidence}; if they come faster with more load they are the "
+                "meter's, and the limits suggested below take them"
+            )
+            evidence = "if they are the meter's: " + evidence
+        suggest["min_pulse_ms"] = (max(1, math.floor(low / 2)), evidence)
         suggest["max_pulse_ms"] = (
             max(math.ceil(high * 2), math.floor(low / 2) + 1),
             "twice the widest of them",
@@ -411,7 +418,7 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
     def on_edge(t_ns: int, wall: float, kind: int = PULSE) -> None:
         edges.put((t_ns, wall, kind))  # the pulse path: one put
 
-    record = open(args.record, "w", encoding="utf-8") if args.record else None
+    record = Record(args.record) if args.record else None
     watcher = Watcher(cfg, out, args.plain)
     if record is not None:
         record.write(f"{EDGES_HEADER}\n# meter {cfg.name}: {backend.describe()}\n")
@@ -488,4 +495,45 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
     if switch_ns is not None and kettle is None:
         kettle = (args.kettle, switch_ns)
     out.write(summary(watcher, pick.input_options, kettle))
+    if record is not None and record.error:
+        log.error(record.error)
+        return 1
     return 0
+
+
+class Record:
+    """The --record file. A write that fails (a full disk) ends the
+    record, not the watch: the summary still comes, then the error."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.error = ""
+        self._file: Optional[IO[str]] = open(path, "w", encoding="utf-8")
+
+    def write(self, text: str) -> None:
+        if self._file is not None:
+            try:
+                self._file.write(text)
+            except OSError as exc:
+                self._failed(exc)
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError as exc:
+                self._failed(exc)
+            self._file = None
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = (
+            f"--record {self.path}: cannot write ({exc.strerror or exc}): the "
+            "record holds the edges before that; free some space or record "
+            "to another file"
+        )
+        file, self._file = self._file, None
+        try:
+            if file is not None:
+                file.close()
+        except OSError:
+            pass

@@ -862,22 +862,34 @@ def test_ghosts_among_real_flashes_in_numbers():
     assert all(r.power_w == pytest.approx(1000.0) for r in readings[1:])
 
 
-def test_a_bounce_delayed_past_min_pulse_ms_is_still_a_bounce():
-    # A bounce's dark gap stretched to 8 ms (a slow sensor, a late edge) but
-    # inside debounce_ms of the flash's start: one flash, one glitch. And a
-    # flash starting within debounce_ms of the last pulse is a glitch too.
+def test_spikes_apart_are_ghosts_not_one_flash():
+    # Only a dark gap shorter than min_pulse_ms is a bounce: an LED does not
+    # go dark for 8 ms inside a flash. Two 2 ms spikes 40 ms apart are two
+    # ghosts (not one 42 ms flash), and a 100 Hz lamp's flicker is no pulse.
     from meter import END, START
 
     meter = Meter(WIDTHS)
     t = MONO0
     edges = [(t, START), (t + 3 * MS, END), (t + 11 * MS, START), (t + 50 * MS, END)]
-    edges += [(t + 60 * MS, START), (t + 62 * MS, END)]  # 60 ms: a ghost
     t2 = t + 2 * NS
-    edges += [(t2, START), (t2 + 10 * MS, END), (t2 + 30 * MS, START)]
-    edges += [(t2 + 40 * MS, END)]
+    edges += [(t2, START), (t2 + 2 * MS, END), (t2 + 40 * MS, START)]
+    edges += [(t2 + 42 * MS, END)]
+    t3 = t + 4 * NS
+    edges += [(t3, START), (t3 + 50 * MS, END)]
     readings = feed(meter, edges)
-    assert [r.time for r in readings if not r.estimate] == [wall_of(t), wall_of(t2)]
-    assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 2, 1)
+    assert [r.time for r in readings if not r.estimate] == [
+        wall_of(t + 11 * MS),
+        wall_of(t3),
+    ]
+    assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 0, 3)
+    lamp = Meter(replace(WIDTHS, debounce_ms=0.0))
+    flicker = [
+        (t + i * 10 * MS + d, k)
+        for i in range(300)
+        for d, k in ((0, START), (2 * MS, END))
+    ]
+    feed(lamp, flicker)
+    assert lamp.pulses == 0 and lamp.ghosts >= 299
 
 
 def test_a_bounce_with_an_edge_lost_is_still_one_flash():
@@ -958,21 +970,42 @@ def test_an_end_alone_is_a_flash_too_narrow_to_see_whole():
     assert (meter.pulses, meter.glitches, meter.ghosts) == (2, 1, 1)
 
 
-def test_an_end_lost_between_two_flashes_loses_neither():
-    # A late kernel merged a flash's END into the next START: a START while
-    # lit, debounce_ms or more after the flash began, is a new flash, and
-    # the first is judged by the width it can at most have had.
+def test_a_start_while_lit_is_a_merged_end_bounce_or_a_lost_end():
+    # The kernel merged a bounce at a flash's end into one START: within
+    # max_pulse_ms of the flash's start the flash ends there and the rest is
+    # its tail (one pulse, not two). Later than that the flash's END was
+    # lost: it is judged by the width it can at most have had (400 ms: a
+    # ghost) and a new flash starts.
     from meter import END, START
 
     meter = Meter(WIDTHS)
     t = MONO0
-    edges = [(t, START), (t + 400 * MS, START), (t + 450 * MS, END)]  # 400: ghost
+    edges = [(t, START), (t + 400 * MS, START), (t + 450 * MS, END)]
     t2 = t + 2 * NS
-    edges += [(t2, START), (t2 + 200 * MS, START), (t2 + 250 * MS, END)]
+    edges += [(t2, START), (t2 + 80 * MS, START), (t2 + 80 * MS + 10_000, END)]
+    t3 = t + 4 * NS
+    edges += [(t3, START), (t3 + 50 * MS, END)]
     readings = [r for r in feed(meter, edges) if not r.estimate]
     assert [r.time for r in readings] == [
         wall_of(t + 400 * MS),
         wall_of(t2),
-        wall_of(t2 + 200 * MS),
+        wall_of(t3),
     ]
     assert (meter.pulses, meter.ghosts, meter.glitches) == (3, 1, 2)
+    assert meter.last_width_ns == 50 * MS
+
+
+def test_estimates_go_on_while_the_led_stays_lit():
+    # A flash lit longer than max_pulse_ms can no longer be a pulse: the
+    # falling bound and the idle reading do not wait for its end.
+    from meter import END, START
+
+    meter = Meter(replace(WIDTHS, idle_timeout_s=60.0))
+    t = MONO0
+    edges = [(t, START), (t + 50 * MS, END), (t + NS, START), (t + NS + 50 * MS, END)]
+    edges += [(t + 2 * NS, START)]  # and lit from here on
+    feed_readings = []
+    for when, kind in edges:
+        feed_readings += meter.edge(when, wall_of(when), kind)
+    late = meter.tick(t + 600 * NS)
+    assert [r.power_w for r in late] == [0.0]  # the idle reading came

@@ -127,6 +127,29 @@ def test_no_edges_and_lamp_flicker_are_diagnosed(ws, tmp_path):
     )
     res = watch(ws, "--replay", str(flicker), "--speed", "0")
     assert "light flickering at 100 Hz" in res.stdout
+    assert counts(res.stdout)[1] == 0  # 4 ms flashes 10 ms apart: no pulse
+
+
+def test_flashes_all_narrower_than_the_limit_get_advice(ws, tmp_path):
+    # A meter whose LED flashes for 4 ms: every flash a ghost at the default
+    # min_pulse_ms 5; watch says so and what would take them.
+    ws.write({"backend": "simulated"})
+    narrow = edge_file(
+        tmp_path / "narrow.edges", flashes([1000.0 * i for i in range(20)], 4)
+    )
+    res = watch(ws, "--replay", str(narrow), "--speed", "0")
+    assert counts(res.stdout)[1] == 0
+    assert "no flash passed the width limits" in res.stdout
+    assert "suggest: METER['min_pulse_ms'] = 2  (if they are the meter's" in res.stdout
+
+
+def test_a_record_that_cannot_be_written_ends_with_the_summary_and_why(ws):
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 50})
+    res = ws.power("watch", "--plain", "--seconds", "30", "--record", "/dev/full")
+    assert res.returncode == 1
+    assert "summary:" in res.stdout
+    assert "--record /dev/full: cannot write (No space left on device)" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_widths_at_the_limits_and_pulse_times_only(ws, tmp_path):
