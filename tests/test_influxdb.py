@@ -16,9 +16,24 @@ from conftest import (
     wait_for,
     write_replay,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from influxdb import InfluxDBClient
+from influxdb.line_protocol import make_lines
 from servers import Influx
 
+from meter import Reading
+from options import validate
+from sinks.base import COMMON_OPTIONS
+from sinks.influxdb import InfluxDBSink
+
 T0 = 1_700_000_000.0
+# Names that need escaping in line protocol: spaces, commas, equals signs,
+# a backslash, quotes, a newline, a tab, other scripts. (A tag ending in a
+# backslash was refused by the server before and still is: its escape is
+# taken for an escaped separator.)
+AWKWARD = ["a b", "x,y", "k=v", "back\\slash", 'say "hi"', "two\nlines", "tab\tstop"]
+AWKWARD += ["Zähler €"]
 
 
 def influx_sink(server, **extra):
@@ -182,3 +197,112 @@ def test_bad_credentials_are_reported_once_and_other_sinks_go_on(tmp_path, ws):
     assert "check username and password" in res.stderr
     assert "wrong-Secret-42" not in res.stderr + res.stdout + status.stdout
     assert "sink influxdb: backlog 30 readings" in status.stdout
+
+
+def sink_of(server=None, **given) -> InfluxDBSink:
+    """An InfluxDBSink with its options completed as settings loading does."""
+    table = {**COMMON_OPTIONS, **InfluxDBSink.OPTIONS}
+    if server is not None:
+        given.update(host="127.0.0.1", port=server.port)
+    options = validate("SINKS[0]", {"type": "influxdb", **given}, table)
+    return InfluxDBSink("influxdb", options, None)
+
+
+def awkward_readings(meters):
+    """Each kind of reading a sink gets, for each meter: a first pulse (power
+    unknown), pulses, an estimate, an idle 0 W reading, extreme numbers."""
+    out = []
+    for i, meter in enumerate(meters):
+        t = T0 + 1000 * i
+        out += [
+            Reading(t + 0.0004, meter, 1, 0.001, None, None),
+            Reading(t + 2.5, meter, 2, 0.002, 1440.0, 2.5),
+            Reading(t + 4.1235, meter, 3, 0.003, 1738.0403, 1.6235),
+            Reading(t + 9.0, meter, 3, 0.003, 1202.5, 4.876, True),
+            Reading(t + 304.1, meter, 3, 0.003, 0.0, 300.0, True),
+            Reading(t + 305.0, meter, 4, 123456789.123456, 1e-7, 3.6e13),
+        ]
+    return out
+
+
+tag_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    measurement=tag_text.filter(lambda m: m.strip()),
+    tags=st.dictionaries(
+        tag_text.filter(lambda k: k and k not in ("meter", "time")), tag_text
+    ),
+    meter=tag_text.filter(bool),
+    power=st.one_of(st.none(), st.floats(min_value=0, max_value=1e12)),
+    energy=st.floats(min_value=0, max_value=1e12),
+    pulses=st.integers(min_value=0, max_value=2**62),
+    estimate=st.booleans(),
+    t_ms=st.integers(min_value=946_684_800_000, max_value=4_102_444_799_999),
+)
+def test_lines_are_the_clients_encoding_of_the_points(
+    measurement, tags, meter, power, energy, pulses, estimate, t_ms
+):
+    """The sink's own encoder gives, byte for byte, what the influxdb
+    client made of the point dicts it was given before."""
+    sink = sink_of(measurement=measurement, tags=tags)
+    r = Reading(t_ms / 1000, meter, pulses, energy, power, 1.0, estimate)
+    batch = [r, r._replace(meter=meter + "2")]
+    expected = make_lines({"points": sink.points(batch)}, "ms")
+    assert "\n".join(sink.lines(batch)) + "\n" == expected
+
+
+def test_points_stored_are_those_the_client_stored(influx):
+    """Against the real influxd: what the sink writes as line protocol is
+    stored as the same measurements, series, tags, fields, types and values
+    as the client's own encoding of the point dicts (written beside it)."""
+    meters = ["house", "grid-2", *AWKWARD]
+    tags = {"site": "home", **{f"tag {i}": v for i, v in enumerate(AWKWARD)}}
+    for measurement in ("power", "my power,kWh=x"):
+        for db in ("viaclient", "viasink"):
+            influx.query(f'DROP DATABASE "{db}"')
+        sink = sink_of(influx, database="viasink", measurement=measurement, tags=tags)
+        sink.open()  # creates its database
+        batch = awkward_readings(meters)
+        try:
+            assert sink.write(batch) is None
+        finally:
+            sink.close()
+        client = InfluxDBClient("127.0.0.1", influx.port, database="viaclient")
+        client.create_database("viaclient")
+        client.write_points(sink.points(batch), time_precision="ms")
+        client.close()
+
+        def stored(db):
+            show = [
+                "SHOW MEASUREMENTS",
+                "SHOW SERIES",
+                "SHOW TAG KEYS",
+                "SHOW FIELD KEYS",
+            ]
+            facts = {q: influx.query(q, db)["results"][0] for q in show}
+            facts["points"] = influx.series("SELECT * FROM /.*/ ORDER BY time", db)
+            return facts
+
+        via_sink, via_client = stored("viasink"), stored("viaclient")
+        assert via_sink == via_client
+        points = via_sink["points"]
+        assert len(points) == len(batch)
+        # As the client stored them: a backslash doubled, a newline as backslash n.
+        stored_as = {m.replace("\\", "\\\\").replace("\n", "\\n") for m in meters}
+        assert {p["meter"] for p in points} == stored_as
+        assert {p["tag 0"] for p in points} == {"a b"}
+        (name,) = via_sink["SHOW MEASUREMENTS"]["series"][0]["values"]
+        assert name == [measurement]
+        types = {v[0]: v[1] for v in via_sink["SHOW FIELD KEYS"]["series"][0]["values"]}
+        assert types == {
+            "energy_kwh": "float",
+            "estimate": "boolean",
+            "power_w": "float",
+            "pulses": "integer",
+        }
+        first, estimate = points[0], points[3]
+        assert first["power_w"] is None and first["pulses"] == 1
+        assert estimate["estimate"] is True and estimate["energy_kwh"] is None
+        assert estimate["power_w"] == 1202.5
