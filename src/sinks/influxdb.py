@@ -5,9 +5,10 @@ Each reading becomes a point at the pulse's own time (ms precision), tagged
 with the meter name. The sink writes InfluxDB line protocol itself (the
 client's encoder of point dicts was an eighth of a replay's CPU) and sends
 it with the client; the lines are those the client would make of the
-points, so the stored series, tags, fields and types are the same. An estimate between pulses becomes a point with
-`power_w` and `estimate` = true only, as it adds no energy. Writing a point
-again after a crash is harmless: same series and time means the same point.
+points, so the stored series, tags, fields and types are the same. An
+estimate between pulses becomes a point with `power_w` and `estimate` =
+true only, as it adds no energy. Writing a point again after a crash is
+harmless: same series and time means the same point.
 Connection failures, timeouts and 5xx are retried by the runner; a 4xx that
 cannot heal (bad credentials) is reported with the server's words and
 retried only at the longest backoff; a 400 for the points themselves (a
