@@ -76,6 +76,7 @@ ADD_SKIPPED = (
 )
 PRUNE_CHUNK = 5000  # rows deleted per transaction
 PAGE_SIZE = 1024  # for new journals: a commit of a few readings writes 1 KiB
+CACHE_KIB = 256
 
 Row = Tuple[int, Reading]
 
@@ -105,6 +106,10 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         # the journal lost.
         conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
+    # 256 KiB of page cache per connection, not SQLite's 2 MiB: a daemon has
+    # one per sink and one to write, rows are appended and read in order,
+    # and a Pi's memory is small.
+    conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
     return conn
 
 
