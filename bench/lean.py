@@ -354,6 +354,9 @@ class Lean:
         meter = {"name": workload.METER_NAME, "pulses_per_kwh": 1000}
         meter.update(idle_timeout_s=workload.IDLE_TIMEOUT_S, estimate_fall=0)
         traces: Dict[str, BlockTrace] = {}
+        interval = self.args.commit_interval
+        commit = {} if interval is None else {"COMMIT_INTERVAL_S": interval}
+        self.results["live_commit_interval_s"] = interval
         for version, power in self.versions.items():
             label = f"live-{version}"
             base = disk.mount if disk is not None else self.tmp
@@ -364,14 +367,29 @@ class Lean:
                 sinks.append(
                     {"type": "influxdb", "port": influx.port, "database": label}
                 )
+            # Exactly one pulse a second (3.6 kW), paced in real time and
+            # stamped with the wall clock: a replay of pulses from now on.
+            pulses = os.path.join(self.tmp, f"{label}-pulses.txt")
+            start = time.time() + 1.0
+            total = int(self.args.live_settle + self.args.live_s + 120)
+            with open(pulses, "w") as f:
+                f.writelines(f"{start + i:.3f}\n" for i in range(total))
             pid, pidfile, log = self.daemon(
-                label, power, data, meter, 3600.0, LEDS=None, SINKS=sinks
+                label,
+                power,
+                data,
+                meter,
+                3600.0,
+                INPUT={"backend": "replay", "path": pulses, "speed": 1},
+                LEDS=None,
+                SINKS=sinks,
+                **commit,
             )
             trace = None
             if disk is not None and self.args.attribute and BlockTrace.available():
                 trace = traces[version] = BlockTrace(disk)
             try:
-                time.sleep(self.args.settle)
+                time.sleep(self.args.live_settle)
                 disk0 = disk.stats() if disk is not None else (0, 0, 0)
                 if trace is not None:
                     trace.start()
@@ -466,7 +484,16 @@ class Lean:
 
 
 def report(r: Result, checks: List[Tuple[bool, str]]) -> str:
-    lines = [f"before: {r['before_ref']}; after: this tree", ""]
+    lines = [f"before: {r['before_ref']}; after: this tree"]
+    live_after = r["after"].get("live_1_per_s", {})
+    if live_after:
+        interval = r.get("live_commit_interval_s")
+        lines.append(
+            "1/s: a replay paced in real time, one pulse a second; loop device "
+            f"mounted {live_after.get('mount_options', '-')}; COMMIT_INTERVAL_S "
+            f"{'each default' if interval is None else interval}"
+        )
+    lines.append("")
 
     def row(what: str, key: List[str], fmt: str) -> None:
         values = []
@@ -538,6 +565,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000, 1_000_000])
     p.add_argument("--settle", type=float, default=5.0)
     p.add_argument("--live-s", type=float, default=180.0)
+    p.add_argument(
+        "--commit-interval",
+        type=float,
+        default=None,
+        help="COMMIT_INTERVAL_S for both versions in the 1 pulse/s window "
+        "(default: each version's own default)",
+    )
+    p.add_argument(
+        "--live-settle",
+        type=float,
+        default=40.0,
+        help="seconds before the 1 pulse/s window: the kernel writes back "
+        "what the start dirtied after 30 s",
+    )
     p.add_argument("--fast-s", type=float, default=20.0)
     p.add_argument(
         "--parts",
