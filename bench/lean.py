@@ -5,17 +5,24 @@ work, and this working tree):
 
 1. Memory: peak RSS of a speed-0 replay through the file sink, at several
    lengths (50k, 200k, 1M pulses by default): flat in the length?
+   ("memory"), and the same with file, InfluxDB and MQTT sinks (real
+   influxd and mosquitto; "memory3").
 2. First reading: a two-pulse replay in real time; seconds from the start
    of the process to the first CSV row (the first pulse is due at once).
 3. Live at one pulse a second with file and InfluxDB sinks (a real influxd),
-   DATA_DIR on a fresh ext4 file system on a loop device (when run as root):
-   block-device syncs (flush requests) and bytes per reading from
-   /proc/diskstats, and CPU per reading.
+   DATA_DIR on a fresh ext4 file system on a loop device mounted
+   `--mount-options` (when run as root): block-device syncs (flush
+   requests) and bytes per reading from /proc/diskstats, CPU per reading;
+   once with a simulated meter, once with pulses exactly a second apart
+   (with `--attribute`, the bytes by owner: bench/blocktrace.py).
 4. 120 pulses a second (a 10,000 imp/kWh meter at 43.2 kW) with LEDs: the
    process's wakeups (context switches) per pulse and CPU per reading.
+5. Outage: both versions live side by side at about three pulses a second
+   with file, InfluxDB and MQTT sinks while influxd is down for
+   `--outage-s` (600 s); peak RSS, and every reading in InfluxDB after.
 
 Prints a table and writes bench/results/lean.json. A missed target is
-reported, not an error; a CSV that is wrong is (exit 1).
+reported, not an error; a wrong result is (exit 1).
 """
 
 from __future__ import annotations
