@@ -231,8 +231,8 @@ class Lean:
 
     def outage(self, influx: Influx, mqtt: Mosquitto) -> None:
         """Both versions live side by side at a realistic rate (a 10,000
-        imp/kWh meter at 1.2 kW: about 3.3 pulses a second) with file,
-        InfluxDB and MQTT sinks; influxd is stopped for `--outage-s` (600 by
+        imp/kWh meter at 1.2 kW on average: about three pulses a second)
+        with file, InfluxDB and MQTT sinks; influxd is stopped for `--outage-s` (600 by
         default: ten real minutes), then started again. Peak RSS over the
         whole run, once every reading is in InfluxDB and the CSV checks."""
         meter = {"name": workload.METER_NAME, "pulses_per_kwh": 10_000}
