@@ -501,8 +501,11 @@ class Fleet:
     def _check_influx(self, influx: Influx) -> None:
         r = self.result
         got: Dict[str, set] = {}
+        # An estimate's point has power_w and no pulses: select both, so
+        # that every point comes back (a pulse's first has no power_w).
         result = influx.query(
-            'SELECT "pulses" FROM "power" GROUP BY "meter", "site"', db=DATABASE
+            'SELECT "pulses", "power_w" FROM "power" GROUP BY "meter", "site"',
+            db=DATABASE,
         )["results"][0]
         sites_ok = True
         for s in result.get("series", []):

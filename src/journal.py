@@ -80,6 +80,11 @@ ADD_SKIPPED = (
 )
 PRUNE_CHUNK = 5000  # rows deleted per transaction
 PAGE_SIZE = 1024  # for new journals: a commit of a few readings writes 1 KiB
+CACHE_KIB = 256
+# The WAL's size once a checkpoint has made SQLite go round in it: about
+# 1,000 frames of a 1 KiB page (wal_autocheckpoint), and some room for the
+# commit that passes that.
+WAL_BYTES = 1216 * 1024
 
 Row = Tuple[int, Reading]
 
@@ -109,7 +114,40 @@ def connect(path: str, readonly: bool = False) -> sqlite3.Connection:
         # the journal lost.
         conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA busy_timeout=10000")
+    # 256 KiB of page cache per connection, not SQLite's 2 MiB: a daemon has
+    # one per sink and one to write, rows are appended and read in order,
+    # and a Pi's memory is small.
+    conn.execute(f"PRAGMA cache_size={-CACHE_KIB}")
     return conn
+
+
+def preallocate_wal(path: str) -> bool:
+    """Give a journal that has no WAL file one of the size it keeps, in
+    zeros, before SQLite opens it; True if it did.
+
+    SQLite deletes the WAL when the last connection closes, and a new one
+    grows a few KiB per commit for its first WAL_BYTES (an hour and more at
+    one pulse a second): every commit then allocates blocks, so its sync
+    also commits ext4's journal (bitmaps, extents), which doubled what a
+    commit writes to the card. Zeros are no WAL to SQLite (no header), so it
+    starts one at the beginning of the file and then goes round in it. An
+    existing WAL is never touched: it may hold committed readings."""
+    wal = path + "-wal"
+    try:
+        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+        fd = os.open(wal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError:
+        return False  # there is one (or none can be made: SQLite will say)
+    try:
+        zeros = bytes(64 * 1024)
+        for _ in range(WAL_BYTES // len(zeros)):
+            os.write(fd, zeros)
+    except OSError:  # a full disk: let SQLite grow it as it goes
+        os.ftruncate(fd, 0)
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _row(values: Sequence) -> Row:
@@ -342,6 +380,13 @@ class Journal:
             return self._open_checked(False)
 
     def _open_checked(self, existed: bool) -> sqlite3.Connection:
+        if not os.path.exists(self.path):
+            # SQLite drops a WAL it finds beside an empty database: create
+            # the schema first (closing removes the WAL it used).
+            first = connect(self.path)
+            first.executescript(SCHEMA)
+            first.close()
+        preallocate_wal(self.path)
         conn = connect(self.path)
         try:
             if existed:  # a damaged page would jam every sink later

@@ -35,8 +35,12 @@ PRUNE_EVERY_S = 3600.0
 # own record (a CSV whose tail a power cut lost goes back before its saved
 # position, to rows a prune at once could take).
 PRUNE_FIRST_S = 60.0
-RUN = 10000  # edges taken in one go before commits and ticks get a look
-COMMIT_ROWS = 5000  # pending readings that make a commit without waiting
+# Edges taken in one go before commits and ticks get a look, and pending
+# readings that make a commit without waiting: with the runners' AHEAD_ROWS,
+# what a fast replay holds in memory (a 1M-pulse replay with three sinks
+# stays under 40 MiB).
+RUN = 2000
+COMMIT_ROWS = 2000
 # Sink positions are saved with the next commit of readings; alone (a sync
 # of their own) only when no reading came for this long. A position lost to
 # a crash only sends a few readings again to sinks where that is harmless.

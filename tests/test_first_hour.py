@@ -56,7 +56,9 @@ def test_without_the_venv_a_sink_library_is_named(
     ws.write(SINKS=[{"type": "influxdb"}, {"type": "mqtt"}])
     res = run_with(bare_python, "--settings", str(ws.settings), "--nodaemon")
     assert res.returncode == 2
-    assert "influxdb" in res.stderr and "paho-mqtt" in res.stderr
+    assert "paho-mqtt" in res.stderr
+    # The InfluxDB sink runs on the standard library: nothing to install.
+    assert "influxdb" not in res.stderr
     assert "Traceback" not in res.stderr
 
 

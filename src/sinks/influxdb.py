@@ -1,11 +1,12 @@
 """InfluxDB sink (1.x HTTP API; 2.x and 3.x through their v1-compatible
-endpoints), with the `influxdb` client package.
+endpoints), over the standard library's http.client (influxhttp.py).
 
 Each reading becomes a point at the pulse's own time (ms precision), tagged
 with the meter name. The sink writes InfluxDB line protocol itself (the
-client's encoder of point dicts was an eighth of a replay's CPU) and sends
-it with the client; the lines are those the client would make of the
-points, so the stored series, tags, fields and types are the same. An
+`influxdb` client's encoder of point dicts was an eighth of a replay's CPU,
+and the package with requests a third of a three-sink daemon's memory); the
+lines are those that client made of the points, so the stored series,
+tags, fields and types are the same. An
 estimate between pulses becomes a point with `power_w` and `estimate` =
 true only, as it adds no energy. Writing a point again after a crash is
 harmless: same series and time means the same point.
@@ -17,8 +18,12 @@ field type conflict) has the runner skip just the refused points.
 
 from __future__ import annotations
 
+import http.client
+import socket
+import ssl
 from typing import Any, Dict, List, Optional, Sequence
 
+from influxhttp import InfluxHTTP, InfluxHTTPError, NotInfluxDBError
 from meter import Reading
 from options import Option
 from sinks.base import Sink, SinkError
@@ -69,12 +74,10 @@ class InfluxDBSink(Sink):
         "timeout_s": Option("number", 10.0, minimum=0.1, maximum=600.0),
         "create_database": Option("bool", True),
     }
-    PACKAGES = {"influxdb": "influxdb", "requests": "requests"}
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)
-        self.client: Any = None
-        self._errors: Any = None
+        self.client: Optional[InfluxHTTP] = None
         self._keys: Dict[str, str] = {}  # meter -> its series key
 
     def describe(self) -> str:
@@ -83,22 +86,15 @@ class InfluxDBSink(Sink):
         return f"{self.name} ({scheme}://{o['host']}:{o['port']} db {o['database']})"
 
     def open(self) -> None:
-        import requests
-        from influxdb import InfluxDBClient
-        from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
-
-        self._errors = (InfluxDBClientError, InfluxDBServerError, requests)
         o = self.options
-        self.client = InfluxDBClient(
+        self.client = InfluxHTTP(
             host=o["host"],
             port=o["port"],
             username=o["username"],
             password=o["password"],
-            database=o["database"],
-            ssl=o["ssl"],
+            use_ssl=o["ssl"],
             verify_ssl=o["verify_ssl"],
             timeout=o["timeout_s"],
-            retries=1,  # the runner retries, with backoff
             path=o["path"],
         )
         self._ping()
@@ -108,10 +104,10 @@ class InfluxDBSink(Sink):
     def _create_database(self) -> None:
         """CREATE DATABASE is idempotent in 1.x; where it is not permitted
         (a read-write user, or 2.x/3.x) the database must already exist."""
-        client_error = self._errors[0]
+        assert self.client is not None
         try:
             self.client.create_database(self.options["database"])
-        except client_error as exc:
+        except InfluxHTTPError as exc:
             self.log.debug(
                 "sink %s: cannot create database %s (%s); assuming it exists",
                 self.name,
@@ -195,15 +191,15 @@ class InfluxDBSink(Sink):
         return None
 
     def _write(self, lines: List[str]) -> None:
-        client_error = self._errors[0]
+        assert self.client is not None
         try:
-            self.client.write_points(
+            self.client.write(
+                self.options["database"],
                 lines,
-                time_precision="ms",
+                precision="ms",
                 retention_policy=self.options["retention_policy"],
-                protocol="line",
             )
-        except client_error as exc:
+        except InfluxHTTPError as exc:
             if "points beyond retention policy dropped" in str(exc):
                 # The rest was written; those points can never be.
                 self.log.warning("sink %s: %s", self.name, exc.content)
@@ -215,21 +211,17 @@ class InfluxDBSink(Sink):
     def _ping(self) -> None:
         """Is the server there? 1.x and 2.x answer /ping with 204, 3.x with
         200 (the client library expects 204 only)."""
-        client_error = self._errors[0]
+        assert self.client is not None
         try:
             self.client.ping()
-        except client_error as exc:
-            if exc.code != 200:
-                raise self._translate(exc) from None
         except Exception as exc:
             raise self._translate(exc) from None
 
     def _translate(self, exc: Exception) -> Exception:
         """A SinkError saying what went wrong, retryable or not."""
-        client_error, server_error, requests = self._errors
         where = self.describe()
-        if isinstance(exc, client_error):
-            content = str(exc.content).strip()
+        if isinstance(exc, InfluxHTTPError) and exc.code < 500:
+            content = exc.content
             if exc.code in (401, 403):
                 return SinkError(
                     f"{where}: authentication failed ({exc.code} {content}); "
@@ -245,26 +237,28 @@ class InfluxDBSink(Sink):
                     f"{where}: the server refused the points ({exc.code} {content})",
                     bad_data=True,
                 )
-            if exc.code is not None and 400 <= exc.code < 500:
+            if 400 <= exc.code < 500:
                 return SinkError(
                     f"{where}: the server rejected the write ({exc.code} {content})",
                     retry=False,
                 )
             return SinkError(f"{where}: {exc}")
-        if isinstance(exc, KeyError) and "influxdb-version" in str(exc).lower():
+        if isinstance(exc, NotInfluxDBError):
             return SinkError(
                 f"{where}: the server there answers HTTP but is not InfluxDB (no "
                 "X-Influxdb-Version header); check 'host', 'port' and 'path'",
                 retry=False,
             )
-        if isinstance(exc, server_error):
+        if isinstance(exc, InfluxHTTPError):
             return SinkError(f"{where}: server error: {exc}")
-        if isinstance(exc, requests.exceptions.SSLError):
+        if isinstance(exc, ssl.SSLError):
             return SinkError(f"{where}: TLS failed: {exc}")
-        if isinstance(exc, requests.exceptions.Timeout):
+        if isinstance(exc, (socket.timeout, TimeoutError)):
             return SinkError(f"{where}: timed out")
-        if isinstance(exc, requests.exceptions.ConnectionError):
+        if isinstance(exc, OSError):
             return SinkError(f"{where}: cannot connect ({_reason(exc)})")
+        if isinstance(exc, http.client.HTTPException):
+            return SinkError(f"{where}: the connection broke ({type(exc).__name__})")
         return SinkError(f"{where}: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
@@ -285,10 +279,6 @@ def _settings_problem(content: str) -> bool:
     )
 
 
-def _reason(exc: Exception) -> str:
-    """The innermost cause of a requests error, without the long URL chain."""
-    text = str(exc)
-    for marker in ("Connection refused", "Name or service not known", "timed out"):
-        if marker in text:
-            return marker
-    return text[:200]
+def _reason(exc: OSError) -> str:
+    """Why a connection failed, in the system's words."""
+    return exc.strerror or str(exc)[:200] or type(exc).__name__

@@ -24,7 +24,7 @@ MAX_BATCH = 1_000_000
 INBOX_ROWS = 200_000  # committed rows kept at hand per sink
 # How far a paused input (a replay) may run ahead of the slowest healthy
 # sink; with the monitor's COMMIT_ROWS it bounds the readings in memory.
-AHEAD_ROWS = 5_000
+AHEAD_ROWS = 2_000
 IDLE_POLL_S = 5.0
 
 
