@@ -465,6 +465,13 @@ class Lean:
         meter.update(max_power_w=60_000, debounce_ms=2, estimate_fall=0)
         leds = {"detect": 18, "ready": 23, "blink_ms": 100}
         for version, power in self.versions.items():
+            # A flash and the dark after it share 8.3 ms here: a version
+            # with the width filter needs min_pulse_ms under half of that
+            # (its simulated meter flashes for half the interval).
+            config = os.path.join(os.path.dirname(power), "config.py")
+            with open(config, encoding="utf-8") as f:
+                widths = "min_pulse_ms" in f.read()
+            meter = dict(meter, **({"min_pulse_ms": 2} if widths else {}))
             label = f"fast-{version}"
             data = self.path(label)
             csv = os.path.join(data, "power.csv")
