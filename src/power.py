@@ -508,6 +508,9 @@ def logfile_of(args: argparse.Namespace, settings: config.Settings) -> Optional[
     return os.path.abspath(args.logfile) if args.logfile else settings.logfile
 
 
+TERMINAL_COMMIT_S = 1.0  # the commit interval while a terminal shows the readings
+
+
 def make_service(
     args: argparse.Namespace, settings: config.Settings, foreground: bool
 ) -> Service:
@@ -522,7 +525,25 @@ def make_service(
         if (foreground and logfile)
         else None
     )
-    return Service(settings, log, console=foreground and not args.quiet, tell=tell)
+    console = foreground and not args.quiet
+    if (
+        console
+        and sys.stdout.isatty()
+        and settings.commit_interval_s > TERMINAL_COMMIT_S
+    ):
+        # Someone is watching the lines: each reading as it comes. Detached
+        # (or under systemd, whose stdout is no terminal) COMMIT_INTERVAL_S
+        # spares the card; a short run on a terminal costs it little.
+        import dataclasses
+
+        log.info(
+            "on a terminal: readings committed and shown every %g s "
+            "(COMMIT_INTERVAL_S %g applies when detached)",
+            TERMINAL_COMMIT_S,
+            settings.commit_interval_s,
+        )
+        settings = dataclasses.replace(settings, commit_interval_s=TERMINAL_COMMIT_S)
+    return Service(settings, log, console=console, tell=tell)
 
 
 def run_foreground(

@@ -249,3 +249,38 @@ def test_foreground_with_a_log_file_tells_a_failing_sink_once(
     assert len(told) == 1, err
     assert "cannot connect" in told[0] and "details in the log" in told[0]
     assert "sink influxdb" in ws.log()
+
+
+def test_on_a_terminal_each_reading_shows_as_it_comes(ws: Workspace) -> None:
+    # COMMIT_INTERVAL_S (30 s by default) spares the card when detached; a
+    # foreground run on a terminal shows each reading as it comes.
+    import os
+    import pty
+    import select
+    import signal
+
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 4}, COMMIT_INTERVAL_S=30)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, str(POWER), "--settings", str(ws.settings), "--nodaemon"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 20  # well before the 30 s commit
+    try:
+        while b"pulse 3" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:
+                    break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        os.close(master)
+    text = seen.decode(errors="replace")
+    assert "pulse 3" in text, text
+    assert "on a terminal: readings committed and shown every 1 s" in text
