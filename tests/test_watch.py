@@ -229,17 +229,17 @@ def test_watch_refuses_while_the_daemon_runs_and_ctrl_c_ends_with_a_summary(ws):
         text=True,
     )
     try:
-        assert wait_for(lambda: watcher.poll() is None, timeout=5)
-        import time
-
-        time.sleep(2.0)
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()  # written once the input is open
+        assert first.startswith("watching meter"), first
+        assert watcher.poll() is None  # still watching, no end in sight
         watcher.send_signal(signal.SIGINT)
         out, err = watcher.communicate(timeout=5)
     finally:
         if watcher.poll() is None:
             watcher.kill()
     assert watcher.returncode == 0, err
-    assert "summary:" in out and "Traceback" not in err
+    assert "stopped" in out and "summary:" in out and "Traceback" not in err
 
 
 def test_a_simulated_meter_gets_no_edge_or_pull_suggested(ws):
