@@ -167,6 +167,21 @@ class Lean:
 
     # 1. Memory ------------------------------------------------------------------
 
+    def replay_run(self, label: str, power: str, settings: str, edges: int) -> dict:
+        """A speed-0 replay to its end, its exit and CSV checked; its figures."""
+        argv = [PY, power, "--settings", settings, "--nodaemon", "--quiet"]
+        run = procfs.run_child(argv, self.path(f"{label}.log"))
+        self.check(run.returncode == 0, f"{label}: exit {run.returncode}")
+        csv = self.path(label, "power.csv")
+        for ok, fact in workload.check_csv(csv, edges, None):
+            self.check(ok, f"{label} CSV: {fact}")
+        return {
+            "edges": edges,
+            "peak_rss_mib": run.maxrss_kib / 1024,
+            "wall_s": run.wall_s,
+            "cpu_s_per_100k": run.cpu_s / edges * 100_000,
+        }
+
     def memory(self) -> None:
         for n in self.args.sizes:
             replay = self.path(f"replay-{n}.txt")
@@ -174,18 +189,8 @@ class Lean:
             for version, power in self.versions.items():
                 label = f"mem-{version}-{n}"
                 settings = self.replay_settings(label, replay, 0)
-                argv = [PY, power, "--settings", settings, "--nodaemon", "--quiet"]
-                run = procfs.run_child(argv, self.path(f"{label}.log"))
-                self.check(run.returncode == 0, f"{label}: exit {run.returncode}")
-                csv = self.path(label, "power.csv")
-                for ok, fact in workload.check_csv(csv, edges, None):
-                    self.check(ok, f"{label} CSV: {fact}")
-                self.results[version].setdefault("memory", {})[str(n)] = {
-                    "edges": edges,
-                    "peak_rss_mib": run.maxrss_kib / 1024,
-                    "wall_s": run.wall_s,
-                    "cpu_s_per_100k": run.cpu_s / edges * 100_000,
-                }
+                run = self.replay_run(label, power, settings, edges)
+                self.results[version].setdefault("memory", {})[str(n)] = run
 
     def memory_all_sinks(self, influx: Influx, mqtt: Mosquitto) -> None:
         """Peak RSS of speed-0 replays through file, InfluxDB and MQTT sinks;
@@ -209,12 +214,7 @@ class Lean:
                         "'discovery_prefix': None}]\n"
                         "DRAIN_TIMEOUT_S = 600\n"
                     )
-                argv = [PY, power, "--settings", settings, "--nodaemon", "--quiet"]
-                run = procfs.run_child(argv, self.path(f"{label}.log"))
-                self.check(run.returncode == 0, f"{label}: exit {run.returncode}")
-                csv = self.path(label, "power.csv")
-                for ok, fact in workload.check_csv(csv, edges, None):
-                    self.check(ok, f"{label} CSV: {fact}")
+                run = self.replay_run(label, power, settings, edges)
                 points = influx_count(influx, db)
                 self.check(points == edges, f"{label}: InfluxDB {points} == {edges}")
                 state = retained_state(
@@ -222,12 +222,7 @@ class Lean:
                 )
                 last = state.get("pulses") if state else None
                 self.check(last == edges, f"{label}: MQTT state at pulse {last}")
-                self.results[version].setdefault("memory_all_sinks", {})[str(n)] = {
-                    "edges": edges,
-                    "peak_rss_mib": run.maxrss_kib / 1024,
-                    "wall_s": run.wall_s,
-                    "cpu_s_per_100k": run.cpu_s / edges * 100_000,
-                }
+                self.results[version].setdefault("memory_all_sinks", {})[str(n)] = run
 
     def outage(self, influx: Influx, mqtt: Mosquitto) -> None:
         """Both versions live side by side at a realistic rate (a 10,000

@@ -171,7 +171,7 @@ class Meter:
         if kind == START:
             flash = self._flash
             if flash is not None and t_mono_ns - flash[0] >= max(self._debounce_ns, 1):
-                return self._merged_start(t_mono_ns, t_wall, last, readings)
+                return self._merged_start(flash, t_mono_ns, t_wall, last, readings)
             self._start(t_mono_ns, t_wall)
             return readings
         if kind == END:
@@ -179,7 +179,6 @@ class Meter:
             if flash is None:
                 return readings
             t_mono_ns, t_wall = flash
-            last = self._last_ns
         return self._pulse(t_mono_ns, t_wall, last, readings)
 
     def _undecided_ns(self, now_ns: int) -> Optional[int]:
@@ -199,7 +198,12 @@ class Meter:
         return min(known) if known else None
 
     def _merged_start(
-        self, t_ns: int, t_wall: float, last: Optional[int], readings: List[Reading]
+        self,
+        flash: Tuple[int, float],
+        t_ns: int,
+        t_wall: float,
+        last: Optional[int],
+        readings: List[Reading],
     ) -> List[Reading]:
         """A START while lit, debounce_ms or more after the flash began: the
         kernel merged an END into it. Within max_pulse_ms of the flash's
@@ -207,8 +211,6 @@ class Meter:
         see apart): the flash ends here and what follows is its tail. Later
         than that, the flash's END was lost: it is judged by the width it
         can at most have had (too wide: a ghost), and a new flash starts."""
-        flash = self._flash
-        assert flash is not None
         self.glitches += 1  # the merged edge
         judged = self._end(t_ns)
         if self._max_width_ns <= 0 or t_ns - flash[0] <= self._max_width_ns:
