@@ -9,7 +9,7 @@ that would keep thousands of threads alive, so the flash here lasts BLINK_S
 (default 1 ms): the cost measured is the thread per pulse, not the sleep.
 The row is formatted with the project's csv_line so both CSVs can be
 compared line for line; power and energy are computed here, independently
-of src/meter.py.
+of src/core/meter.py.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from csvformat import HEADER, csv_line  # noqa: E402
-from meter import Reading  # noqa: E402
+from core.csvformat import HEADER, csv_line  # noqa: E402
+from core.meter import Reading  # noqa: E402
 
 NS_PER_S = 1_000_000_000
 METER_NAME = "bench"

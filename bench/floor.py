@@ -4,7 +4,7 @@ through the file sink leaves behind, in one thread.
 Usage: floor.py REPLAY DATA_DIR. Prints {"edges": N, "readings": M} as JSON.
 
 Only what the output needs: parse the replay file (the project's parser,
-with its checks), run the pure meter (src/meter.py), one executemany per
+with its checks), run the pure meter (src/core/meter.py), one executemany per
 commit of COMMIT_ROWS readings into a journal of the same schema and
 settings (1 KiB pages, WAL, synchronous=FULL: the one sync per commit the
 daemon's durability needs, as every sink may only see committed rows), and
@@ -31,11 +31,11 @@ if SRC not in sys.path:
 
 import workload  # noqa: E402
 
-from csvformat import HEADER, csv_line  # noqa: E402
-from journal import SCHEMA, connect, journal_path  # noqa: E402
-from meter import NS_PER_S, Meter, MeterConfig  # noqa: E402
-from monitor import COMMIT_ROWS  # noqa: E402
-from replayfile import read_pulses  # noqa: E402
+from core.csvformat import HEADER, csv_line  # noqa: E402
+from core.journal import SCHEMA, connect, journal_path  # noqa: E402
+from core.meter import NS_PER_S, Meter, MeterConfig  # noqa: E402
+from core.monitor import COMMIT_ROWS  # noqa: E402
+from core.replayfile import read_pulses  # noqa: E402
 
 INSERT = (
     "INSERT INTO readings (time, meter, pulses, energy_kwh, power_w,"

@@ -40,9 +40,9 @@ import workload  # noqa: E402
 from influxdb.line_protocol import make_lines  # noqa: E402
 from servers import Influx  # noqa: E402
 
-from meter import NS_PER_S, Meter, MeterConfig, Reading  # noqa: E402
-from options import validate  # noqa: E402
-from replayfile import read_pulses  # noqa: E402
+from core.meter import NS_PER_S, Meter, MeterConfig, Reading  # noqa: E402
+from core.options import validate  # noqa: E402
+from core.replayfile import read_pulses  # noqa: E402
 from sinks.base import COMMON_OPTIONS  # noqa: E402
 from sinks.influxdb import InfluxDBSink  # noqa: E402
 

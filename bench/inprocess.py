@@ -27,12 +27,12 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-import config  # noqa: E402
-import logsetup  # noqa: E402
-from journal import Journal, JournalReader, journal_path  # noqa: E402
-from meter import NS_PER_S, Meter, MeterConfig  # noqa: E402
-from replayfile import read_pulses  # noqa: E402
-from runtime import Service  # noqa: E402
+import config.settings  # noqa: E402
+from core.journal import Journal, JournalReader, journal_path  # noqa: E402
+from core.meter import NS_PER_S, Meter, MeterConfig  # noqa: E402
+from core.replayfile import read_pulses  # noqa: E402
+from service import logsetup  # noqa: E402
+from service.runtime import Service  # noqa: E402
 from sinks.file import FileSink  # noqa: E402
 
 BATCH = 1000
@@ -89,8 +89,10 @@ def pipeline(replay: str, data_dir: str) -> Dict[str, float]:
 
 def service(settings_path: str, replay: str) -> int:
     """Run the daemon's Service on a replay at speed 0; its exit code."""
-    settings = config.load(settings_path)
-    settings = config.with_input(settings, "replay", {"path": replay, "speed": 0})
+    settings = config.settings.load(settings_path)
+    settings = config.settings.with_input(
+        settings, "replay", {"path": replay, "speed": 0}
+    )
     log = logsetup.configure(logging.INFO, True, None, settings.secrets)
     svc = Service(settings, log, console=False)
     try:

@@ -463,7 +463,10 @@ class Lean:
             # A flash and the dark after it share 8.3 ms here: a version
             # with the width filter needs min_pulse_ms under half of that
             # (its simulated meter flashes for half the interval).
-            config = os.path.join(os.path.dirname(power), "config.py")
+            here = os.path.dirname(power)
+            config = os.path.join(here, "config", "settings.py")
+            if not os.path.exists(config):  # versions before the rooms of src/
+                config = os.path.join(here, "config.py")
             with open(config, encoding="utf-8") as f:
                 widths = "min_pulse_ms" in f.read()
             meter = dict(meter, **({"min_pulse_ms": 2} if widths else {}))

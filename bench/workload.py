@@ -20,7 +20,7 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
-from csvformat import HEADER  # noqa: E402
+from core.csvformat import HEADER  # noqa: E402
 from inputs.simulated import LoadModel  # noqa: E402
 
 METER_NAME = "bench"

@@ -13,7 +13,7 @@ project = "power"
 author = "the power authors"
 copyright = "the power authors"
 # One version, the program's own: the manual describes what --version prints.
-release = version = runpy.run_path(str(_SRC / "version.py"))["VERSION"]
+release = version = runpy.run_path(str(_SRC / "core" / "version.py"))["VERSION"]
 
 extensions = ["schematics", "powerref"]
 root_doc = "index"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from conftest import import_fake
 
+from core.options import SettingsError
 from inputs import auto
-from options import SettingsError
 
 
 @pytest.fixture

@@ -185,24 +185,25 @@ def test_reference_shows_no_path_of_the_building_machine(html):
 
 def _option_tables():
     """(reference section id, table) of every table the settings are checked with."""
-    config = importlib.import_module("config")
+    config = importlib.import_module("config.settings")
     sinks_base = importlib.import_module("sinks.base")
     sinks_registry = importlib.import_module("sinks.registry")
     inputs_registry = importlib.import_module("inputs.registry")
+    plugins = importlib.import_module("config.plugins")
     yield "settings-reference-meter", config.METER_OPTIONS
     yield "settings-reference-leds", config.LEDS_OPTIONS
     yield "settings-reference-meters", config.METERS_EXTRA
     for name in inputs_registry.BACKENDS:
-        cls = inputs_registry.backend_class(name, "INPUT")
+        cls = plugins.backend_class(name, "INPUT")
         yield f"settings-reference-input-{name}", cls.OPTIONS
     yield "settings-reference-sink-common", sinks_base.COMMON_OPTIONS
     for name in sinks_registry.SINKS:
-        cls = sinks_registry.sink_class(name, "SINKS")
+        cls = plugins.sink_class(name, "SINKS")
         yield f"settings-reference-sink-{name}", cls.OPTIONS
 
 
 def test_settings_reference_covers_every_setting(html):
-    config = importlib.import_module("config")
+    config = importlib.import_module("config.settings")
     powerref = importlib.import_module("powerref")
     page = (html / "settings-reference.html").read_text(encoding="utf-8")
     top = _section(page, "settings-reference-top-level-names")
@@ -224,9 +225,10 @@ def test_settings_pages_cover_their_tables(html):
     """Each sink's and backend's own page has a row for every key."""
     sinks_registry = importlib.import_module("sinks.registry")
     inputs_registry = importlib.import_module("inputs.registry")
+    plugins = importlib.import_module("config.plugins")
     for kind, registry, load in (
-        ("sinks", sinks_registry.SINKS, sinks_registry.sink_class),
-        ("inputs", inputs_registry.BACKENDS, inputs_registry.backend_class),
+        ("sinks", sinks_registry.SINKS, plugins.sink_class),
+        ("inputs", inputs_registry.BACKENDS, plugins.backend_class),
     ):
         for name in registry:
             path = html / kind / f"{name}.html"
@@ -271,8 +273,8 @@ def test_secrets_and_defaults_are_shown_as_the_code_has_them():
 def test_field_lists_are_what_the_sinks_write(html):
     import json
 
-    csvformat = importlib.import_module("csvformat")
-    meter = importlib.import_module("meter")
+    csvformat = importlib.import_module("core.csvformat")
+    meter = importlib.import_module("core.meter")
     mqtt = importlib.import_module("sinks.mqtt")
     influxdb = importlib.import_module("sinks.influxdb")
     powerref = importlib.import_module("powerref")

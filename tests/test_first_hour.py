@@ -65,12 +65,12 @@ def test_without_the_venv_a_sink_library_is_named(
 def test_with_the_venv_nothing_is_missing(ws: Workspace) -> None:
     """The same check passes where the requirements are installed, so the
     message above is not simply always printed."""
-    import config
-    import power
+    import config.settings
+    from service import preflight
 
     librato = {"type": "librato", "user": "u@example.org", "token": "t"}
     ws.write(SINKS=[{"type": "influxdb"}, {"type": "mqtt"}, librato])
-    assert power.missing_packages(config.load(str(ws.settings))) == []
+    assert preflight.missing_packages(config.settings.load(str(ws.settings))) == []
 
 
 def test_a_refused_start_creates_no_data_dir(ws: Workspace, tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ from conftest import run_power
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import config
-from options import SettingsError
-from replayfile import ReplayFileError, check_file, count_pulses
+import config.settings
+from core.options import SettingsError
+from core.replayfile import ReplayFileError, check_file, count_pulses
 
 SECRET = "S3cretValue-9f2c"
 # Every top-level name the loader knows, and one it does not.
-TOP = sorted(config.TOP_LEVEL) + ["OTHER"]
+TOP = sorted(config.settings.TOP_LEVEL) + ["OTHER"]
 KEYS = [
     "name",
     "pulses_per_kwh",
@@ -113,7 +113,7 @@ def test_settings_loader_only_ever_raises_settings_error(tmp_path, names, raw):
     path = tmp_path / "settings.py"
     path.write_text(_settings_text(tmp_path, names, raw))
     try:
-        config.load(str(path))
+        config.settings.load(str(path))
     except SettingsError as exc:
         assert SECRET not in str(exc)
         assert "\n" not in str(exc)

@@ -31,14 +31,14 @@ from typing import List, Optional, Sequence, Tuple
 import pytest
 from conftest import FAKES, forget_package, import_fake, read_csv, write_settings
 
-import config
+import config.settings
+from core.journal import journal_path
+from core.meter import END, START, MeterConfig
+from core.options import validate
 from inputs.base import InputError
 from inputs.libgpiod import GpiodInput, GpiodLed, chip_path
-from journal import journal_path
-from leds import StatusLeds
-from meter import END, START, MeterConfig
-from options import validate
-from runtime import Service, StartError
+from service.leds import StatusLeds
+from service.runtime import Service, StartError
 
 POWER = Path(__file__).resolve().parent.parent / "src" / "power.py"
 LOG = logging.getLogger("test_gpiod")
@@ -806,7 +806,7 @@ def service_settings(tmp_path: Path, chip_: str):
             }
         ],
     }
-    return config.parse(values, str(tmp_path / "settings.py"))
+    return config.settings.parse(values, str(tmp_path / "settings.py"))
 
 
 def check_intervals(rows, starts: Sequence[int]) -> None:
@@ -880,7 +880,7 @@ def test_two_meters_on_two_lines_of_one_chip(gpiod, chip, tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    settings = config.parse(
+    settings = config.settings.parse(
         {
             "METERS": [meter("grid", 24, 18), meter("heat", 25, 17)],
             "LEDS": {"ready": 23, "blink_ms": 20},

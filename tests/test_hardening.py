@@ -29,7 +29,7 @@ from conftest import (
 )
 from librato_server import LibratoAPI
 
-from csvformat import parse_time
+from core.csvformat import parse_time
 
 T0 = 1_714_563_000.0
 

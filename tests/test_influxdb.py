@@ -22,8 +22,8 @@ from influxdb import InfluxDBClient
 from influxdb.line_protocol import make_lines
 from servers import Influx
 
-from meter import Reading
-from options import validate
+from core.meter import Reading
+from core.options import validate
 from sinks.base import COMMON_OPTIONS
 from sinks.influxdb import InfluxDBSink
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import POWER
 
-from influxhttp import InfluxHTTP, InfluxHTTPError
+from sinks.influxhttp import InfluxHTTP, InfluxHTTPError
 
 
 def client(server, **kw) -> InfluxHTTP:
@@ -65,8 +65,8 @@ import sys
 sys.path.insert(0, {str(POWER.parent)!r})
 from sinks.influxdb import InfluxDBSink
 from sinks.base import COMMON_OPTIONS
-from options import validate
-from meter import Reading
+from core.options import validate
+from core.meter import Reading
 table = {{**COMMON_OPTIONS, **InfluxDBSink.OPTIONS}}
 given = {{"type": "influxdb", "host": "127.0.0.1", "port": {influx.port},
          "database": "lean"}}

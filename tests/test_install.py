@@ -683,7 +683,8 @@ def test_relative_paths_in_the_settings_are_refused(
 
 
 def test_a_system_directory_is_never_proposed_for_chown(capsys) -> None:
-    installer = load_installer()
+    from installer import users as installer
+
     nobody = pwd.getpwuid(NOBODY_UID).pw_name
     for folder in ("/var", "/var/lib", "/usr/local", "/"):
         assert installer.is_system_dir(folder)
@@ -718,6 +719,7 @@ def test_not_root_on_real_system_exits_2(open_tmp: Path) -> None:
     copy = open_tmp / "installer"
     shutil.copytree(ROOT / "init.d", copy / "init.d")
     shutil.copy2(INSTALLER, copy / INSTALLER.name)
+    shutil.copytree(SRC / "installer", copy / "src" / "installer")
     for p in [copy, *copy.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     python = python_for(prefix, open_tmp, "import sys")

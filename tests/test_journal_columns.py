@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from journal import Journal, JournalReader, read_status
-from meter import Reading
+from core.journal import Journal, JournalReader, read_status
+from core.meter import Reading
 
 OLD_SCHEMA = """
 CREATE TABLE readings (seq INTEGER PRIMARY KEY, time REAL NOT NULL,

@@ -12,8 +12,8 @@ import sys
 
 from conftest import POWER
 
-from journal import WAL_BYTES, Journal, preallocate_wal
-from meter import Reading
+from core.journal import WAL_BYTES, Journal, preallocate_wal
+from core.meter import Reading
 
 LOG = logging.getLogger("test_journal_wal")
 
@@ -50,8 +50,8 @@ def test_a_wal_left_by_a_crash_is_never_replaced(tmp_path):
     code = (
         "import sys, logging, os\n"
         f"sys.path.insert(0, {str(POWER.parent)!r})\n"
-        "from journal import Journal\n"
-        "from meter import Reading\n"
+        "from core.journal import Journal\n"
+        "from core.meter import Reading\n"
         f"j = Journal({path!r}, logging.getLogger('x'))\n"
         "for i in range(1, 51):\n"
         "    j.append(Reading(1.7e9 + i, 'house', i, i / 1000, 3600.0, 1.0))\n"

@@ -9,10 +9,10 @@ import time
 
 from conftest import read_csv, steady_pulses, write_replay
 
-import config
+import config.settings
+from core.monitor import COMMIT_ROWS, RUN
 from inputs.base import PacedThread
-from monitor import COMMIT_ROWS, RUN
-from runtime import Service
+from service.runtime import Service
 from sinks.file import FileSink
 from sinks.runner import AHEAD_ROWS
 
@@ -43,7 +43,7 @@ def test_replay_pauses_while_a_sink_stalls(tmp_path, monkeypatch):
         "SINKS": [{"type": "file", "path": str(csv)}],
     }
     (tmp_path / "data").mkdir()
-    settings = config.parse(values, str(tmp_path / "settings.py"))
+    settings = config.settings.parse(values, str(tmp_path / "settings.py"))
     gate, stalled = threading.Event(), threading.Event()
     write = FileSink.write
 

@@ -1,4 +1,4 @@
-"""The meter's arithmetic (src/meter.py): pulses, glitches, the plausibility
+"""The meter's arithmetic (src/core/meter.py): pulses, glitches, the plausibility
 guard, power from the interval, energy, restart continuity and the idle
 timeout. The meter is pure, so these tests drive it with made-up clocks.
 """
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from meter import Meter, MeterConfig, Reading, power_from_interval
+from core.meter import Meter, MeterConfig, Reading, power_from_interval
 
 NS = 1_000_000_000
 WALL0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z; deliberately unrelated to mono
@@ -726,7 +726,7 @@ FLASH = st.tuples(
 def train(flashes) -> tuple:
     """Edges (t_ns, kind) of flashes, each (dark gap, width, bounce or None);
     and each flash as (start, width, bounced)."""
-    from meter import END, START
+    from core.meter import END, START
 
     edges, out, t = [], [], MONO0
     for gap, width, bounce in flashes:
@@ -779,7 +779,7 @@ def expected_widths(cfg: MeterConfig, flashes) -> dict:
 
 
 def feed(meter: Meter, edges) -> List[Reading]:
-    from meter import START
+    from core.meter import START
 
     readings: List[Reading] = []
     for t, kind in edges:
@@ -812,7 +812,7 @@ def test_every_ghost_is_counted_and_no_ghost_is_a_pulse(flashes):
 def test_widths_off_or_unseen_count_as_pulses_at_the_flash_starts(flashes):
     # Limits at 0 and both edges give exactly the readings of PULSE edges at
     # the starts: a backend that sees one edge loses nothing but the check.
-    from meter import PULSE
+    from core.meter import PULSE
 
     edges, drawn = train([(g, w, None) for g, w in flashes])
     off = replace(WIDTHS, min_pulse_ms=0.0, max_pulse_ms=0.0)
@@ -830,7 +830,7 @@ def test_pulse_edges_never_become_ghosts(flashes, seed):
     # A replay of pulse times has no widths: no limit can reject them.
     import random
 
-    from meter import PULSE
+    from core.meter import PULSE
 
     rng = random.Random(seed)
     tight = replace(WIDTHS, min_pulse_ms=rng.uniform(0, 100), max_pulse_ms=101.0)
@@ -844,7 +844,7 @@ def test_pulse_edges_never_become_ghosts(flashes, seed):
 def test_ghosts_among_real_flashes_in_numbers():
     # 50 ms flashes every 3.6 s (1 kW), a 2 ms and a 300 ms ghost between
     # each pair, and a contact bounce in every fifth flash.
-    from meter import END, START
+    from core.meter import END, START
 
     meter = Meter(WIDTHS)
     edges, t = [], MONO0
@@ -866,7 +866,7 @@ def test_spikes_apart_are_ghosts_not_one_flash():
     # Only a dark gap shorter than min_pulse_ms is a bounce: an LED does not
     # go dark for 8 ms inside a flash. Two 2 ms spikes 40 ms apart are two
     # ghosts (not one 42 ms flash), and a 100 Hz lamp's flicker is no pulse.
-    from meter import END, START
+    from core.meter import END, START
 
     meter = Meter(WIDTHS)
     t = MONO0
@@ -896,7 +896,7 @@ def test_a_bounce_with_an_edge_lost_is_still_one_flash():
     # The kernel may merge a bounce's two changes when it sees them late:
     # an end or a start goes missing. The flash still counts, once, at its
     # first start.
-    from meter import END, START
+    from core.meter import END, START
 
     meter = Meter(WIDTHS)
     t, t2 = MONO0, MONO0 + 2 * NS
@@ -915,8 +915,8 @@ def test_a_kind_read_too_late_is_turned_back(flashes, data):
     # one's kind. Any such edges, none next to another and each followed
     # soon by the change that misled it, give exactly the readings and
     # counts of the true kinds.
-    from edgekinds import HOLD_NS
-    from meter import END, START
+    from core.edgekinds import HOLD_NS
+    from core.meter import END, START
 
     edges, _ = train(flashes)
     misread, previous = set(), False
@@ -957,7 +957,7 @@ def test_an_end_alone_is_a_flash_too_narrow_to_see_whole():
     # Both edges of a flash came before the kernel read the first: one END
     # after an END. Far from the last flash it is a ghost; right after it,
     # the bounce of its end; an END first of all is a line lit at start.
-    from meter import END, START
+    from core.meter import END, START
 
     meter = Meter(WIDTHS)
     t = MONO0
@@ -976,7 +976,7 @@ def test_a_start_while_lit_is_a_merged_end_bounce_or_a_lost_end():
     # its tail (one pulse, not two). Later than that the flash's END was
     # lost: it is judged by the width it can at most have had (400 ms: a
     # ghost) and a new flash starts.
-    from meter import END, START
+    from core.meter import END, START
 
     meter = Meter(WIDTHS)
     t = MONO0
@@ -998,7 +998,7 @@ def test_a_start_while_lit_is_a_merged_end_bounce_or_a_lost_end():
 def test_estimates_go_on_while_the_led_stays_lit():
     # A flash lit longer than max_pulse_ms can no longer be a pulse: the
     # falling bound and the idle reading do not wait for its end.
-    from meter import END, START
+    from core.meter import END, START
 
     meter = Meter(replace(WIDTHS, idle_timeout_s=60.0))
     t = MONO0

@@ -293,19 +293,19 @@ def test_bad_metrics_settings_exit_2(ws, metrics, expected):
 
 
 def test_metrics_off_by_default(ws):
-    import config
+    import config.settings
 
-    settings = config.load(str(ws.settings))
+    settings = config.settings.load(str(ws.settings))
     assert settings.metrics is None
     ws.write(METRICS={})
-    settings = config.load(str(ws.settings))
+    settings = config.settings.load(str(ws.settings))
     assert (settings.metrics.host, settings.metrics.port) == ("127.0.0.1", 9464)
     ws.write(METRICS={"listen": ":9100"})
-    assert config.load(str(ws.settings)).metrics.where == "127.0.0.1:9100"
+    assert config.settings.load(str(ws.settings)).metrics.where == "127.0.0.1:9100"
     ws.write(METRICS={"listen": "[::1]:9100"})
-    assert config.load(str(ws.settings)).metrics.where == "[::1]:9100"
+    assert config.settings.load(str(ws.settings)).metrics.where == "[::1]:9100"
     ws.write(METRICS={"listen": "0.0.0.0:9100"})
-    assert config.load(str(ws.settings)).metrics.host == "0.0.0.0"
+    assert config.settings.load(str(ws.settings)).metrics.host == "0.0.0.0"
 
 
 def test_healthz_names_a_sink_whose_readings_wait_too_long(ws):

@@ -7,8 +7,8 @@ import logging
 import sqlite3
 import time
 
-from journal import Journal
-from meter import Reading
+from core.journal import Journal
+from core.meter import Reading
 
 DAY = 86400.0
 

@@ -1,5 +1,5 @@
-"""Replay files (src/replayfile.py) and the CSV form of a reading
-(src/csvformat.py): real files in tmp_path, including a CSV written by the
+"""Replay files (src/core/replayfile.py) and the CSV form of a reading
+(src/core/csvformat.py): real files in tmp_path, including a CSV written by the
 real file sink from a real meter's readings.
 """
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import replayfile
-from csvformat import (
+from core import replayfile
+from core.csvformat import (
     COLUMNS,
     HEADER,
     HEADER_V1,
@@ -23,8 +23,8 @@ from csvformat import (
     format_time,
     parse_time,
 )
-from meter import Meter, MeterConfig, Reading
-from replayfile import ReplayFileError, check_file, count_pulses, read_pulses
+from core.meter import Meter, MeterConfig, Reading
+from core.replayfile import ReplayFileError, check_file, count_pulses, read_pulses
 from sinks.file import FileSink
 
 NS = 1_000_000_000

@@ -22,15 +22,15 @@ from typing import Optional
 import pytest
 from conftest import FAKES, forget_package, import_fake
 
-import config
+import config.settings
+from core.journal import Journal, journal_path
+from core.meter import PULSE, Meter, MeterConfig
+from core.monitor import Monitor
+from core.options import validate
 from inputs.base import InputError
 from inputs.rpigpio import GpioLed, RpiGpioInput
-from journal import Journal, journal_path
-from leds import StatusLeds
-from meter import PULSE, Meter, MeterConfig
-from monitor import Monitor
-from options import validate
-from runtime import Service, StartError
+from service.leds import StatusLeds
+from service.runtime import Service, StartError
 
 LOG = logging.getLogger("test_rpigpio")
 
@@ -484,7 +484,7 @@ def service_settings(tmp_path, **input_options):
             }
         ],
     }
-    return config.parse(values, str(tmp_path / "settings.py"))
+    return config.settings.parse(values, str(tmp_path / "settings.py"))
 
 
 def test_service_end_to_end(gpio, tmp_path):

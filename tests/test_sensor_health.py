@@ -1,4 +1,4 @@
-"""Rejected edges over time (src/rejects.py): the daemon keeps per-hour
+"""Rejected edges over time (src/core/rejects.py): the daemon keeps per-hour
 counts of glitches, implausible edges and ghosts in the journal, and
 --status, the report and the metrics show them."""
 

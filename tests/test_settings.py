@@ -1,8 +1,7 @@
-"""Settings (src/config.py, src/options.py): real settings files in tmp_path,
-loaded with config.load and through the real command line, one mistake at a
-time. Every mistake must give exit 2 and one message naming the setting and
-the value, never a traceback.
-"""
+"""Settings (src/config/settings.py, src/core/options.py): real settings files
+in tmp_path, loaded with config.settings.load and through the real command
+line, one mistake at a time. Every mistake must give exit 2 and one message
+naming the setting and the value, never a traceback."""
 
 from __future__ import annotations
 
@@ -14,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-import config
+import config.settings
+from core.meter import MeterConfig
+from core.options import SettingsError
 from inputs.replay import ReplayInput
 from inputs.rpigpio import RpiGpioInput
 from inputs.simulated import SimulatedInput
-from meter import MeterConfig
-from options import SettingsError
 from sinks.base import COMMON_OPTIONS
 from sinks.file import FileSink
 
@@ -52,7 +51,7 @@ def write_settings(tmp_path: Path, body: str, data_dir: str = "") -> Path:
 
 def load_error(path: Path) -> str:
     with pytest.raises(SettingsError) as info:
-        config.load(str(path))
+        config.settings.load(str(path))
     return str(info.value)
 
 
@@ -81,7 +80,7 @@ def cli_error(path: Path, *extra: str) -> str:
 
 
 def both(tmp_path: Path, body: str) -> tuple:
-    """The message from config.load and from the CLI; they must agree."""
+    """The message from config.settings.load and from the CLI; they must agree."""
     path = write_settings(tmp_path, body)
     message = load_error(path)
     line = cli_error(path)
@@ -96,7 +95,7 @@ def both(tmp_path: Path, body: str) -> tuple:
 
 def test_base_settings_are_valid(tmp_path):
     path = write_settings(tmp_path, "")
-    s = config.load(str(path))
+    s = config.settings.load(str(path))
     assert s.path == str(path)
     assert len(s.meters) == 1
     m = s.meters[0]
@@ -146,7 +145,7 @@ def test_a_full_valid_file_is_typed(tmp_path):
         lower_case_helper = "ignored"
         """,
     )
-    s = config.load(str(path))
+    s = config.settings.load(str(path))
     grid, heat = s.meters
     assert grid.config.name == "grid"
     assert grid.config.pulses_per_kwh == 800.0
@@ -413,7 +412,7 @@ def test_data_dir_not_writable(tmp_path):
     data.chmod(0o500)
     try:
         path = write_settings(tmp_path, "", data_dir=str(data))
-        config.load(str(path))  # a path is a valid value
+        config.settings.load(str(path))  # a path is a valid value
         line = cli_error(path)
     finally:
         data.chmod(0o700)
@@ -463,7 +462,7 @@ def test_data_dir_empty_string(tmp_path):
 
 def test_speed_with_an_rpigpio_input(tmp_path):
     path = write_settings(tmp_path, 'INPUT = {"backend": "rpigpio", "pin": 24}\n')
-    config.load(str(path))  # valid settings: the mistake is the flag
+    config.settings.load(str(path))  # valid settings: the mistake is the flag
     line = cli_error(path, "--speed", "10")
     assert "--speed 10" in line
     assert "'rpigpio'" in line
@@ -565,11 +564,11 @@ def test_power_settings_environment_variable(tmp_path):
 
 def test_settings_example_loads_and_describes_the_defaults():
     example = REPO / "src" / "settings.py.example"
-    s = config.load(str(example))
+    s = config.settings.load(str(example))
     (m,) = s.meters
     # METER as shipped is exactly the defaults
     assert m.config == MeterConfig()
-    for key, option in config.METER_OPTIONS.items():
+    for key, option in config.settings.METER_OPTIONS.items():
         assert getattr(m.config, key) == option.default, key
     # INPUT as shipped is exactly the rpigpio defaults
     assert m.input_class is RpiGpioInput
@@ -578,8 +577,8 @@ def test_settings_example_loads_and_describes_the_defaults():
         for key, option in RpiGpioInput.OPTIONS.items()
         if key != "backend"
     } | {"backend": "rpigpio"}
-    assert s.data_dir == config.DEFAULT_DATA_DIR
-    assert s.blink_ms == config.LEDS_OPTIONS["blink_ms"].default
+    assert s.data_dir == config.settings.DEFAULT_DATA_DIR
+    assert s.blink_ms == config.settings.LEDS_OPTIONS["blink_ms"].default
     assert s.pidfile is None and s.logfile is None
     assert s.log_level == "INFO"
     assert s.retention_days == 90.0
@@ -593,11 +592,11 @@ def test_settings_example_loads_and_describes_the_defaults():
 
 def test_settings_example_documents_every_setting():
     text = (REPO / "src" / "settings.py.example").read_text()
-    for name in config.TOP_LEVEL:
+    for name in config.settings.TOP_LEVEL:
         assert name in text, name
     for table in (
-        config.METER_OPTIONS,
-        config.LEDS_OPTIONS,
+        config.settings.METER_OPTIONS,
+        config.settings.LEDS_OPTIONS,
         RpiGpioInput.OPTIONS,
         SimulatedInput.OPTIONS,
         ReplayInput.OPTIONS,
@@ -623,7 +622,7 @@ def test_settings_example_runs_as_plain_python():
 
 def test_demo_settings_load(monkeypatch):
     monkeypatch.chdir(REPO)
-    s = config.load(str(REPO / "demo" / "settings.py"))
+    s = config.settings.load(str(REPO / "demo" / "settings.py"))
     (m,) = s.meters
     assert m.config.name == "demo"
     assert m.config.pulses_per_kwh == 1000.0
@@ -644,7 +643,7 @@ def test_led_on_the_input_pin_is_refused(tmp_path):
         "LEDS = {'detect': 24, 'ready': 23}\n",
     )
     with pytest.raises(SettingsError) as caught:
-        config.load(str(path))
+        config.settings.load(str(path))
     assert "detect LED of meter 'main' = 24" in str(caught.value)
 
 
@@ -656,7 +655,7 @@ def test_two_meters_on_one_pin_are_refused(tmp_path):
         "          {'name': 'b', 'input': {'backend': 'gpiod', 'line': 5}}]\n",
     )
     with pytest.raises(SettingsError) as caught:
-        config.load(str(path))
+        config.settings.load(str(path))
     assert "meter 'b' reads GPIO 5, which meter 'a' reads" in str(caught.value)
 
 
@@ -668,7 +667,7 @@ def test_board_and_bcm_numbers_of_one_gpio_clash(tmp_path):
         "LEDS = {'detect': 18, 'ready': 16}\n",
     )
     with pytest.raises(SettingsError) as caught:
-        config.load(str(path))
+        config.settings.load(str(path))
     assert "the detect LED of meter 'main' = 18" in str(caught.value)
     ok = write_settings(
         tmp_path,
@@ -677,7 +676,7 @@ def test_board_and_bcm_numbers_of_one_gpio_clash(tmp_path):
         "                                  'chip': 'gpiochip1'}}]\n"
         "del METER, INPUT\n",
     )
-    assert len(config.load(str(ok)).meters) == 2
+    assert len(config.settings.load(str(ok)).meters) == 2
 
 
 def test_unknown_keys_are_listed_together_with_their_backend(tmp_path):
@@ -686,7 +685,7 @@ def test_unknown_keys_are_listed_together_with_their_backend(tmp_path):
         "INPUT = {'backend': 'simulated', 'pin': 24, 'edge': 'falling'}\n",
     )
     with pytest.raises(SettingsError) as caught:
-        config.load(str(path))
+        config.settings.load(str(path))
     message = str(caught.value)
     assert message.startswith("INPUT['edge'], INPUT['pin']: unknown settings of")
     assert "backend 'simulated'" in message
@@ -719,5 +718,5 @@ def test_mqtt_tls_file_missing_exits_2(tmp_path):
         "SINKS = [{'type': 'mqtt', 'tls': {'ca_certs': '/nonexistent/ca.pem'}}]\n",
     )
     with pytest.raises(SettingsError) as caught:
-        config.load(str(path))
+        config.settings.load(str(path))
     assert "tls['ca_certs'] = '/nonexistent/ca.pem': no such file" in str(caught.value)

@@ -334,7 +334,7 @@ def test_bad_thingsboard_settings_exit_2(ws, sink, meters, message):
 
 
 def test_payloads_stay_below_thingsboards_message_limit():
-    from meter import Reading
+    from core.meter import Reading
     from sinks.thingsboard import MAX_PAYLOAD_BYTES, pack, telemetry
 
     readings = [

@@ -144,10 +144,11 @@ def test_unknown_user_and_non_root_are_refused(shared_dir):
     )
     assert res.returncode == 2 and "no such user" in res.stderr
     # As an ordinary user, switching to another user is refused (exit 2).
-    for name in ("account.py", "options.py"):
+    for name in ("service/account.py", "core/options.py"):
+        (shared_dir / name).parent.mkdir(exist_ok=True)
         (shared_dir / name).write_text((ROOT / "src" / name).read_text())
     script = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import account\n"
+        "import sys; sys.path.insert(0, sys.argv[1]); from service import account\n"
         "try:\n    account.resolve('root')\n"
         "except account.SettingsError as exc:\n    print(exc); sys.exit(2)\n"
     )

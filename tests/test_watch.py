@@ -1,4 +1,4 @@
-"""`power.py watch` (src/watch.py) run as a subprocess: live edges, the
+"""`power.py watch` (src/commands/watch.py) run as a subprocess: live edges, the
 width histogram, diagnoses and suggested settings; --record and the replay
 of the recorded edges; the kettle test; refusal beside a running daemon."""
 

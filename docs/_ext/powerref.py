@@ -11,7 +11,8 @@ Directives:
     installer, as ``program``/``option`` entries (``:option:`` links here).
 ``.. power-settings:: TABLE``
     A table of the keys of one option table: ``top-level``, ``sink NAME``,
-    ``sink common``, ``input NAME`` or ``module:NAME`` (``config:METER_OPTIONS``).
+    ``sink common``, ``input NAME`` or ``module:NAME``
+    (``config.settings:METER_OPTIONS``).
     Default and what is expected come from the ``Option``; the content may
     add prose.
 ``.. power-settings-reference::``
@@ -22,7 +23,7 @@ Directives:
 
 Prose in a directive's content is keyed by option or setting name::
 
-    .. power-settings:: config:METER_OPTIONS
+    .. power-settings:: config.settings:METER_OPTIONS
 
        name
           The meter's name in every reading.
@@ -35,6 +36,7 @@ a key without prose still gets its row from the code.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import importlib.util
@@ -336,11 +338,11 @@ def settings_table(spec: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
 
             names = ", ".join(json.dumps(n) for n in sink_names())
             return dict(COMMON_OPTIONS), {"type": f"one of {names}"}
-        from sinks.registry import sink_class
+        from config.plugins import sink_class
 
         return dict(sink_class(words[1], "SINKS").OPTIONS), {}
     if words[0] == "input" and len(words) == 2:
-        from inputs.registry import backend_class
+        from config.plugins import backend_class
 
         table = dict(backend_class(words[1], "INPUT").OPTIONS)
         return table, {"backend": json.dumps(words[1])}
@@ -354,9 +356,9 @@ def settings_table(spec: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
 
 
 def top_level_names() -> List[str]:
-    import config
+    import config.settings
 
-    return sorted(config.TOP_LEVEL)
+    return sorted(config.settings.TOP_LEVEL)
 
 
 def option_rows(
@@ -425,28 +427,28 @@ def settings_reference(found_docs: Sequence[str] = ()) -> List[str]:
         "meter",
         "``METER``",
         "A meter's arithmetic.",
-        "config:METER_OPTIONS",
+        "config.settings:METER_OPTIONS",
         ":ref:`settings-meter`",
     )
     section(
         "leds",
         "``LEDS``",
         "The status LEDs.",
-        "config:LEDS_OPTIONS",
+        "config.settings:LEDS_OPTIONS",
         ":ref:`settings-leds`",
     )
     section(
         "metrics",
         "``METRICS``",
         "The Prometheus exporter (``None``, the default, turns it off).",
-        "metrics:OPTIONS",
+        "web.metrics:OPTIONS",
         "prometheus",
     )
     section(
         "meters",
         "An entry of ``METERS``",
         "The keys of ``METER``, and these.",
-        "config:METERS_EXTRA",
+        "config.settings:METERS_EXTRA",
         "meters",
     )
     for name in backend_names():
@@ -479,7 +481,7 @@ def settings_reference(found_docs: Sequence[str] = ()) -> List[str]:
 
 
 def sample_readings():
-    from meter import Reading
+    from core.meter import Reading
 
     return [
         Reading(1714563000.0, "main", 1, 0.001, None, None),
@@ -491,7 +493,7 @@ def sample_readings():
 
 def fields(what: str, prose: Dict[str, List[str]]) -> List[str]:
     if what == "reading":
-        from meter import Reading
+        from core.meter import Reading
 
         _check_keys(what, prose, Reading._fields)
         rows = [[[f"``{f}``"], prose.get(f, [])] for f in Reading._fields]
@@ -499,7 +501,7 @@ def fields(what: str, prose: Dict[str, List[str]]) -> List[str]:
     if prose:
         raise ValueError(f"power-fields {what} takes no content")
     if what == "csv-header":
-        from csvformat import HEADER
+        from core.csvformat import HEADER
 
         return [".. code-block:: text", "", "   " + HEADER, ""]
     if what == "mqtt-state":
@@ -526,6 +528,40 @@ def fields(what: str, prose: Dict[str, List[str]]) -> List[str]:
 
 
 # Sphinx -------------------------------------------------------------------------
+
+
+# Layout -------------------------------------------------------------------------
+
+
+def rooms() -> List[Tuple[str, str, Tuple[str, ...]]]:
+    """(room, what it is for, the rooms it may import) of each package in
+    src/, from its __init__.py (read, not imported), lowest first."""
+    found = []
+    for init in sorted(SRC.glob("*/__init__.py")):
+        tree = ast.parse(init.read_text(encoding="utf-8"))
+        summary = (ast.get_docstring(tree) or "").split("\n")[0]
+        below: Tuple[str, ...] = ()
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "MAY_IMPORT" for t in node.targets
+            ):
+                below = tuple(ast.literal_eval(node.value))
+        found.append((init.parent.name, summary, below))
+    return sorted(found, key=lambda r: (len(r[2]), r[0]))
+
+
+def layout() -> List[str]:
+    """A table of src/'s rooms: what each is for and what it may import."""
+    out = [".. list-table::", "   :header-rows: 1", "   :widths: 18 52 30", ""]
+    out += ["   * - Room", "     - What it is for", "     - May import", ""]
+    entry = "The entry point: parse the command line, pick the command, hand over."
+    rows = [("power.py", entry, "every room")]
+    for room, summary, below in reversed(rooms()):
+        rows.append((f"{room}/", summary, ", ".join(below) or "nothing of power's"))
+    for name, summary, below in rows:
+        out += [f"   * - ``src/{name}``", f"     - {escape(summary)}"]
+        out += [f"     - {below}", ""]
+    return out
 
 
 class _Generated(SphinxDirective):
@@ -598,7 +634,13 @@ class FieldsDirective(_Generated):
         return fields(self.arguments[0], described(self.content))
 
 
+class LayoutDirective(_Generated):
+    def lines(self) -> List[str]:
+        return layout()
+
+
 def setup(app) -> dict:
+    app.add_directive("power-layout", LayoutDirective)
     app.add_directive("power-cli", CliDirective)
     app.add_directive("power-cli-reference", CliReferenceDirective)
     app.add_directive("power-settings", SettingsDirective)

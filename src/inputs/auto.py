@@ -15,8 +15,8 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+from core.options import Option, SettingsError
 from inputs.base import InputError
-from options import Option, SettingsError
 
 # The labels of the GPIO chips behind a Raspberry Pi's 40-pin header: Pi 5,
 # Pi 4 and 400, Pi 1 to 3 and Zero.

@@ -16,10 +16,11 @@ import threading
 import time
 from typing import Callable, ClassVar, Dict, Optional, Tuple
 
-from meter import MeterConfig
-from options import Option
+from core.edgekinds import EdgeCallback
+from core.meter import MeterConfig
+from core.options import Option
 
-EdgeCallback = Callable[..., None]  # (t_mono_ns, t_wall[, kind])
+__all__ = ["EdgeCallback"]  # the backends' one call, defined with the edge kinds
 Backlog = Callable[[], int]
 
 

@@ -17,9 +17,9 @@ import time
 from datetime import timedelta
 from typing import Any, Optional
 
+from core.meter import END, START
+from core.options import Option
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
-from meter import END, START
-from options import Option
 
 WAIT_S = 0.1  # the longest stop() waits for the reader
 EVENT_BUFFER = 1024  # the kernel's most: edges wait there if we are held up

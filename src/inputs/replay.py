@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+from core.meter import NS_PER_S
+from core.options import Option
+from core.replayfile import ReplayFileError, check_file, read_edges
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, PacedThread
-from meter import NS_PER_S
-from options import Option
-from replayfile import ReplayFileError, check_file, read_edges
 
 
 class ReplayInput(InputBackend):

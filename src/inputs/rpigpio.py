@@ -30,9 +30,9 @@ import tempfile
 import time
 from typing import Any, List, Tuple, Type
 
+from core.meter import END, PULSE, START
+from core.options import Option, show
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
-from meter import END, PULSE, START
-from options import Option, show
 
 # The header's GPIOs: BCM 0-27; BOARD pins 1-40 (RPi.GPIO rejects the
 # power and ground pins itself).

@@ -19,9 +19,9 @@ import math
 import random
 from typing import Optional, Tuple
 
+from core.meter import END, NS_PER_S, PULSE, START
+from core.options import Option
 from inputs.base import Backlog, EdgeCallback, InputBackend, PacedThread
-from meter import END, NS_PER_S, PULSE, START
-from options import Option
 
 SIGMA = 0.35  # spread of the log-load
 TAU_S = 120.0  # how fast the load returns to its mean

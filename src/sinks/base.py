@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
-from meter import Reading
-from options import Option
-from version import VERSION
+from core.meter import Reading
+from core.options import Option
+from core.version import VERSION
 
 # Keys every sink understands; the runner uses them, not the sink.
 COMMON_OPTIONS: Dict[str, Option] = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from csvformat import minute_text
-from meter import Reading
+from core.csvformat import minute_text
+from core.meter import Reading
 from sinks.base import Sink
 
 # A line per reading, filled in with one %-format (faster than f-strings

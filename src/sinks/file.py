@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 from typing import IO, Dict, List, Optional, Sequence
 
-from csvformat import HEADER, HEADER_V1, csv_line
-from meter import Reading
-from options import Option
+from core.csvformat import HEADER, HEADER_V1, csv_line
+from core.meter import Reading
+from core.options import Option
 from sinks.base import Sink, SinkError
 
 TAIL_BYTES = 4096

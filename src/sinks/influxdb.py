@@ -23,10 +23,10 @@ import socket
 import ssl
 from typing import Any, Dict, List, Optional, Sequence
 
-from influxhttp import InfluxHTTP, InfluxHTTPError, NotInfluxDBError
-from meter import Reading
-from options import Option
+from core.meter import Reading
+from core.options import Option
 from sinks.base import Sink, SinkError
+from sinks.influxhttp import InfluxHTTP, InfluxHTTPError, NotInfluxDBError
 
 # What a point carries (the manual lists them from here): the meter's name as
 # a tag, and fields named as the reading's attributes, with their types.

@@ -22,8 +22,8 @@ import time
 import urllib.parse
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from meter import Reading
-from options import Option
+from core.meter import Reading
+from core.options import Option
 from sinks.base import Sink, SinkError
 
 DEFAULT_API_URL = "https://metrics-api.librato.com"

@@ -22,9 +22,9 @@ import ssl
 import threading
 from typing import Any, Dict, List, Optional, Sequence
 
-from csvformat import format_time
-from meter import Reading
-from options import Option, SettingsError, validate
+from core.csvformat import format_time
+from core.meter import Reading
+from core.options import Option, SettingsError, validate
 from sinks.base import Sink, SinkError
 
 CONNECT_TIMEOUT_S = 10.0

@@ -1,15 +1,13 @@
 """Sink types by name. A new sink is one module and one line here.
 
 Entries are "module:Class" strings so that a sink's module (and its
-third-party library) is imported only when it is configured.
+third-party library) is imported only when it is configured
+(config/plugins.py).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Type
-
-from plugins import load
-from sinks.base import Sink
+from typing import Dict
 
 SINKS: Dict[str, str] = {
     "file": "sinks.file:FileSink",
@@ -18,8 +16,3 @@ SINKS: Dict[str, str] = {
     "librato": "sinks.librato:LibratoSink",
     "thingsboard": "sinks.thingsboard:ThingsBoardSink",
 }
-
-
-def sink_class(kind: str, where: str) -> Type[Sink]:
-    """The class for a sink `type`, or a SettingsError naming the choices."""
-    return load(SINKS, kind, f"{where}['type']", "sink type")

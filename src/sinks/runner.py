@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable, Deque, List, Optional
 
-from journal import JournalReader, Row
+from core.journal import JournalReader, Row
 from sinks.base import Sink, SinkError
 
 MAX_BATCH = 1_000_000

@@ -19,8 +19,8 @@ import json
 import socket
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from meter import Reading
-from options import Option, SettingsError
+from core.meter import Reading
+from core.options import Option, SettingsError
 from sinks.base import Sink, SinkError
 from sinks.mqtt import Connection, check_tls, default_client_id
 

@@ -369,8 +369,8 @@ def scenario_timestamps(chips: Dict[str, SimChip]) -> Dict[str, Any]:
     sys.path[:0] = [str(GPIO_LIBS), str(SRC)]
     import logging
 
+    from core.meter import START, MeterConfig
     from inputs.libgpiod import GpiodInput
-    from meter import START, MeterConfig
 
     chip = chips["header"]
     line = 30

@@ -26,7 +26,7 @@ import guest  # noqa: E402
 import vm  # noqa: E402
 from conftest import pulse_rows  # noqa: E402
 
-from meter import MeterConfig  # noqa: E402
+from core.meter import MeterConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def meter_of(writes: List[List[Any]], config: Any, at: int) -> Tuple[Any, List[i
     counted pulses. The driver knows each edge only to within its write,
     and a host stall can stretch a flash, a ghost or a bounce's dark gap
     past a limit: the meter is judged on the edges as they really came."""
-    from meter import END, START, Meter
+    from core.meter import END, START, Meter
 
     meter, pulses = Meter(config), []
     meter.flash_widths = []  # the width of each flash it judged
@@ -119,7 +119,7 @@ def expected(run: Dict[str, Any], config: Any, counted: int) -> Tuple[Any, List[
 
 
 def daemon_config() -> Any:
-    from meter import MeterConfig
+    from core.meter import MeterConfig
 
     return MeterConfig(
         "house", guest.PULSES_PER_KWH, guest.DEBOUNCE_MS, idle_timeout_s=0

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Tuple
 
-from edgekinds import END, PULSE, START, EdgeKinds
+from core.edgekinds import END, PULSE, START, EdgeKinds
 
 NS_PER_S = 1_000_000_000
 

@@ -23,8 +23,8 @@ from itertools import islice
 from operator import le
 from typing import IO, Iterator, List, Optional, Tuple
 
-from csvformat import HEADER, HEADER_V1, format_time, parse_time
-from meter import END, NS_PER_S, PULSE, START
+from core.csvformat import HEADER, HEADER_V1, format_time, parse_time
+from core.meter import END, NS_PER_S, PULSE, START
 
 # Pulse times outside these bounds are typing or clock mistakes, and some
 # sinks cannot store them at all (a CSV time past year 9999, an InfluxDB

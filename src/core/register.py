@@ -1,4 +1,4 @@
-"""`power.py register KWH`: readings of the meter's own register, so the
+"""Readings of the meter's own register (`power.py register KWH`), so the
 total power reports is the number on the meter, and drift is noticed.
 
 The first reading of a meter sets its offset so that energy_kwh equals the
@@ -12,15 +12,14 @@ METER['energy_offset_kwh'].
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
 
-from csvformat import format_time
-from options import SettingsError
+from core.csvformat import format_time
+from core.options import SettingsError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registers (
@@ -228,24 +227,6 @@ def parse_at(text: str) -> float:
         f"--at {text!r}: expected a local time like 2024-05-01T18:30 or "
         "2024-05-01T18:30:15"
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="power.py register",
-        description="Record a reading of the meter's register: the first sets "
-        "energy_kwh to it, later ones show the drift.",
-    )
-    p.add_argument("kwh", metavar="KWH", help="the meter's display, e.g. 12345.6")
-    p.add_argument("--settings", metavar="PATH", help="settings file, as for power.py")
-    p.add_argument("--meter", metavar="NAME", help="the meter (with several)")
-    p.add_argument("--at", metavar="TIME", help="local time it was read (default: now)")
-    p.add_argument(
-        "--rebase",
-        action="store_true",
-        help="set energy_kwh to this reading even if it is not the first",
-    )
-    return p
 
 
 def pulses_at(conn: sqlite3.Connection, meter: str, when: float) -> int:

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-from journal import connect
+from core.journal import connect
 from sinks.runner import SinkRunner
 
 State = Tuple[float, str]  # epoch seconds the streak began, its last error

@@ -28,10 +28,11 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-import register
-import rejects
-from journal import columns, connect, journal_path, salvage
-from options import SettingsError
+from config.settings import default_settings_path, load
+from core import register, rejects
+from core.exits import EXIT_USAGE, fail
+from core.journal import columns, connect, journal_path, salvage
+from core.options import SettingsError
 
 BAR_WIDTH = 40
 DEFAULT_SPAN = {"hour": dt.timedelta(days=2), "day": dt.timedelta(days=14)}
@@ -367,3 +368,23 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
         sys.stdout.write(render_text(reports, args.by, args.tariff, span))
         sys.stdout.write("".join(line + "\n" for line in registers))
     return 0
+
+
+def main(argv: List[str]) -> int:
+    """`power.py report ...`: energy per period from the journal."""
+    args = parse_args(argv)
+    try:
+        settings = load(args.settings or default_settings_path())
+        ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
+        if args.journal:
+            if not os.path.isfile(args.journal):
+                return fail(EXIT_USAGE, f"--journal {args.journal}: no such file")
+        elif not os.path.exists(journal_path(settings.data_dir)):
+            return fail(
+                EXIT_USAGE,
+                f"no journal in DATA_DIR {settings.data_dir} yet: power has not "
+                "run with these settings (or --settings names another file)",
+            )
+        return run(args, settings.data_dir, ppk)
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))

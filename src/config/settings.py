@@ -15,14 +15,13 @@ import runpy
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Type
 
+from config.plugins import backend_class, sink_class
+from core.meter import MeterConfig
+from core.options import Interrupted, Option, SettingsError, show, validate
 from inputs.base import InputBackend
-from inputs.registry import backend_class
-from meter import MeterConfig
-from metrics import MetricsSetup
-from metrics import parse as parse_metrics
-from options import Interrupted, Option, SettingsError, show, validate
 from sinks.base import COMMON_OPTIONS, Sink
-from sinks.registry import sink_class
+from web.metrics import MetricsSetup
+from web.metrics import parse as parse_metrics
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -122,8 +121,35 @@ class Settings:
     metrics: Optional[MetricsSetup] = None  # Prometheus; None is off
 
 
-def default_settings_path(script_dir: str) -> str:
-    return os.environ.get("POWER_SETTINGS") or os.path.join(script_dir, "settings.py")
+# src/, where power.py is: settings.py beside it is the default.
+SRC_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_settings_path() -> str:
+    """$POWER_SETTINGS, else settings.py beside power.py."""
+    return os.environ.get("POWER_SETTINGS") or os.path.join(SRC_DIR, "settings.py")
+
+
+def load_for_run(
+    path: Optional[str],
+    simulate: Optional[float] = None,
+    replay: Optional[str] = None,
+    speed: Optional[float] = None,
+) -> Settings:
+    """The settings at `path` (default: default_settings_path()) with the
+    command line's --simulate, --replay and --speed; SettingsError if wrong."""
+    settings = load(path or default_settings_path())
+    if simulate is not None:
+        options: Dict[str, Any] = {"watts": simulate}
+        if speed is not None:
+            options["speed"] = speed
+        return with_input(settings, "simulated", options)
+    if replay is not None:
+        options = {"path": replay, "speed": 1.0 if speed is None else speed}
+        return with_input(settings, "replay", options)
+    if speed is not None:
+        return with_speed(settings, speed)
+    return settings
 
 
 def read_module(path: str) -> Dict[str, Any]:

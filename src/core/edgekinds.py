@@ -24,7 +24,11 @@ run gave. Edges that only say
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
+
+# The pulse path: an input backend calls it with (t_mono_ns, t_wall[, kind])
+# for each edge, and it only hands the edge on (core/monitor.py).
+EdgeCallback = Callable[..., None]
 
 PULSE = 0  # a pulse, width unknown (one edge seen)
 START = 1  # the configured edge: a flash begins

@@ -19,6 +19,7 @@ import time
 from typing import Optional
 
 LOCKFILE = "journal.lock"  # in DATA_DIR, held by the running monitor
+PIDFILE_NAME = "power.pid"  # in DATA_DIR unless --pidfile or PIDFILE names one
 PID_MAX = 4_194_304  # the kernel's highest possible pid (2**22)
 
 

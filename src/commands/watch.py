@@ -24,8 +24,14 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Dict, List, Optional, Tuple
 
-from meter import END, NS_PER_S, PULSE, START, Meter, MeterConfig
-from replayfile import EDGES_HEADER, edge_line
+from config.settings import load_for_run
+from core.exits import EXIT_FAILURE, EXIT_USAGE, fail
+from core.meter import END, NS_PER_S, PULSE, START, Meter, MeterConfig
+from core.options import SettingsError
+from core.replayfile import EDGES_HEADER, edge_line
+from inputs.base import InputError
+from service import pidcheck
+from service.preflight import cannot_create
 
 # Width histogram buckets (upper bounds, ms): about three to a decade.
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, math.inf)
@@ -405,7 +411,7 @@ def kettle_result(w: Watcher, watts: float, switch_ns: float) -> str:
 
 def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
     """Watch the meter's input until --seconds, the input's end or Ctrl-C."""
-    from options import Interrupted
+    from core.options import Interrupted
 
     names = [m.config.name for m in settings.meters]
     pick = (
@@ -537,3 +543,52 @@ class Record:
                 file.close()
         except OSError:
             pass
+
+
+def main(argv: List[str]) -> int:
+    """`power.py watch ...`: the input live, for setting up the sensor."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.seconds is not None and not 0 < args.seconds < 1e7:
+            raise SettingsError(
+                f"--seconds {args.seconds:g}: expected more than 0 and less "
+                "than 1e7 (about 115 days)"
+            )
+        if args.kettle is not None and not 1 <= args.kettle <= 1e6:
+            raise SettingsError(f"--kettle {args.kettle:g}: expected 1 to 1e6 W")
+        settings = load_for_run(args.settings, args.simulate, args.replay, args.speed)
+        names = [m.config.name for m in settings.meters]
+        if args.meter is not None and args.meter not in names:
+            raise SettingsError(
+                f"--meter {args.meter!r}: no such meter in the settings "
+                f"({', '.join(names)})"
+            )
+        holder = pidcheck.lock_holder(settings.data_dir)
+        if holder is not None:
+            who = f"pid {holder}" if holder > 0 else "a running power"
+            return fail(
+                EXIT_FAILURE,
+                f"power is running ({who}) and holds the meter's input; stop it "
+                "first ('power.py --kill', or 'sudo service power stop' / "
+                "'sudo systemctl stop power' for the service), then run watch "
+                "again",
+            )
+        for m in settings.meters:
+            if args.meter in (None, m.config.name):
+                try:
+                    m.input_class.preflight(m.input_options)
+                except InputError as exc:
+                    raise SettingsError(str(exc)) from None
+                break
+        if args.record:
+            problem = cannot_create(args.record, directory=False)
+            if problem:
+                raise SettingsError(f"--record {args.record}: {problem}")
+    except SettingsError as exc:
+        return fail(EXIT_USAGE, str(exc))
+    log = logging.getLogger("power.watch")
+    logging.basicConfig(level=logging.WARNING, format="power.py watch: %(message)s")
+    try:
+        return run(args, settings, log)
+    except InputError as exc:
+        return fail(EXIT_FAILURE, str(exc))

@@ -8,7 +8,7 @@ import functools
 import time
 from typing import Optional
 
-from meter import Reading
+from core.meter import Reading
 
 # New columns go at the end, so older readers of the file keep working.
 HEADER = "time,meter,pulses,energy_kwh,power_w,interval_s,estimate"

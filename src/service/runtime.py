@@ -14,23 +14,23 @@ import threading
 import time
 from typing import IO, Callable, Dict, List, Optional
 
-from config import Settings
-from csvformat import format_time
+from config.settings import Settings
+from core.csvformat import format_time
+from core.exits import EXIT_FAILURE, EXIT_OK
+from core.journal import Journal, JournalError, JournalReader, Row, journal_path
+from core.meter import Meter
+from core.monitor import Monitor
 from inputs.base import InputBackend, InputError, LedOutput
-from journal import Journal, JournalError, JournalReader, Row, journal_path
-from leds import StatusLeds
-from logsetup import RedactSecrets
-from meter import Meter
-from metrics import CommitLog, Exporter, StateReader
-from monitor import Monitor
-from pidcheck import LOCKFILE
+from service.leds import StatusLeds
+from service.logsetup import RedactSecrets
+from service.pidcheck import LOCKFILE
+from service.sinkstate import SinkStates
 from sinks.base import Sink
 from sinks.console import ConsoleSink
 from sinks.runner import AHEAD_ROWS, Backoff, SinkRunner
-from sinkstate import SinkStates
+from web.metrics import Exporter
+from web.state import CommitLog, StateReader
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
 SYNC_STATES_S = 5.0  # how often sinks' failure streaks are saved for --status
 
 STOP_BUDGET_S = 0.4  # SIGTERM to exit, all parts: well under a second

@@ -19,13 +19,12 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
-from inputs.base import EdgeCallback, InputBackend
-from journal import Journal, Row
-from leds import StatusLeds
-from meter import PULSE, Meter
-from register import offset as register_offset
+from core.edgekinds import EdgeCallback
+from core.journal import Journal, Row
+from core.meter import PULSE, Meter
+from core.register import offset as register_offset
 
 TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
 FINITE_TICK_S = 0.05
@@ -47,14 +46,29 @@ COMMIT_ROWS = 2000
 CURSOR_SAVE_S = 60.0
 
 
+class EdgeSource(Protocol):
+    """What the monitor asks of an input backend (inputs/base.py): whether
+    it ends by itself, and its clock (a replay's is its own)."""
+
+    finite: bool
+
+    def clock(self) -> Tuple[int, float]: ...
+
+
+class Blinker(Protocol):
+    """What the monitor asks of the status LEDs (service/leds.py)."""
+
+    def blink(self, meter: str) -> None: ...
+
+
 class Monitor:
     def __init__(
         self,
         meters: Sequence[Meter],
-        inputs: Sequence[InputBackend],
+        inputs: Sequence[EdgeSource],
         journal: Journal,
         on_commit: Callable[[List[Row]], None],
-        leds: Optional[StatusLeds],
+        leds: Optional[Blinker],
         log: logging.Logger,
         commit_interval_s: float = 1.0,
         retention_s: float = 0.0,

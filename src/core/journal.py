@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-import rejects
-from meter import Reading
-from replayfile import LATEST
+from core import rejects
+from core.meter import Reading
+from core.replayfile import LATEST
 
 FILENAME = "journal.sqlite3"
 MARK_FILENAME = "journal.mark"  # the high-water mark, beside the journal

@@ -14,7 +14,7 @@ import pwd
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from options import SettingsError
+from core.options import SettingsError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,128 @@
+"""`power.py --status`: whether power runs (found by its lock, not by a
+pidfile's text), each meter's input, the last reading, rejected edges, each
+sink's backlog and failure streak, and the register's drift."""
+
+from __future__ import annotations
+
+import time
+from typing import List, Optional
+
+from config.settings import Settings
+from core import register, rejects
+from core.csvformat import format_time
+from core.exits import EXIT_NOT_RUNNING, EXIT_OK
+from core.journal import connect, journal_path, read_status
+from service import pidcheck, sinkstate
+
+
+def main(pidfile: str, settings: Optional[Settings]) -> int:
+    pid = pidcheck.running_pid(pidfile, settings.data_dir if settings else None)
+    if pid is not None and pidcheck.read_pid(pidfile) != pid:
+        print(
+            f"power is running (pid {pid}, found by its lock on DATA_DIR "
+            f"{settings.data_dir if settings else ''}; it was started with "
+            f"another pidfile than {pidfile})"
+        )
+    elif pid is not None:
+        print(f"power is running (pid {pid}, pidfile {pidfile})")
+    else:
+        print(f"power is not running (pidfile {pidfile})")
+    code = EXIT_OK if pid is not None else EXIT_NOT_RUNNING
+    if settings is None:
+        return code  # no settings: no journal to read
+    for m in settings.meters:
+        print(f"input of meter {m.config.name}: {m.input_note}")
+    sinks = [s.name for s in settings.sinks]
+    try:
+        status = read_status(journal_path(settings.data_dir), sinks)
+    except Exception as exc:  # any SQLite trouble: report, do not crash
+        print(
+            f"journal: {journal_path(settings.data_dir)} cannot be read ({exc}); "
+            "power moves a damaged journal aside at its next start"
+        )
+        return code
+    if status is None:
+        print(f"last reading: none (no journal in DATA_DIR {settings.data_dir})")
+    else:
+        if not status.last:
+            print("last reading: none yet")
+        for name, r in status.last.items():
+            power = "unknown" if r.power_w is None else f"{r.power_w:.1f} W"
+            if r.estimate:
+                bound = (
+                    "0 W after the idle timeout"
+                    if r.power_w == 0
+                    else f"at most {power}"
+                )
+                power = f"{bound} (estimate: no pulse for {r.interval_s:.0f} s)"
+            print(
+                f"last reading: {name} at {format_time(r.time)}: {power}, "
+                f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
+            )
+        for name, counts in status.rejected.items():
+            day = status.rejected_day.get(name, (0, 0, 0))
+            print(
+                f"rejected edges of {name}: {rejects.describe(day)} in the last "
+                f"24 h; {rejects.describe(counts)} in all"
+            )
+        errors = sink_errors(settings)
+        for name in sinks:
+            line = f"sink {name}: backlog {status.backlog[name]} readings"
+            if name in errors:
+                since, error = errors[name]
+                if pid is not None:
+                    age = describe_age(time.time() - since)
+                    line += f"; failing since {format_time(since)} ({age}): {error}"
+                else:
+                    line += (
+                        f"; was failing when power stopped (since "
+                        f"{format_time(since)}): {error}"
+                    )
+            if name in status.skipped:
+                count, first = status.skipped[name]
+                line += (
+                    f"; {count} refused as bad data and skipped (first at "
+                    f"sequence {first}; see the log)"
+                )
+            print(line)
+        for line in register_status(settings):
+            print(line)
+    return code
+
+
+def sink_errors(settings: Settings):
+    """Each failing sink's streak (since, error), as the daemon saved it."""
+
+    try:
+        conn = connect(journal_path(settings.data_dir), readonly=True)
+        try:
+            return sinkstate.read(conn)
+        finally:
+            conn.close()
+    except Exception:  # read_status already said what is wrong with it
+        return {}
+
+
+def describe_age(seconds: float) -> str:
+    """A duration as people say it: 45 s, 12 min, 3 h, 2 days."""
+    if seconds < 90:
+        return f"{max(seconds, 0):.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
+def register_status(settings: Settings) -> List[str]:
+    """Each meter's last register reading and its drift, for --status."""
+
+    ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
+    try:
+        conn = connect(journal_path(settings.data_dir), readonly=True)
+        try:
+            return register.status_lines(conn, list(ppk), ppk)
+        finally:
+            conn.close()
+    except Exception as exc:  # any SQLite trouble: report, do not crash
+        return [f"register readings: cannot be read ({exc})"]

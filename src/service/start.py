@@ -1,0 +1,104 @@
+"""A start in the foreground (--nodaemon), and the Service both kinds of
+start run: logging set up, the console sink when someone watches, the
+commit interval for a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from typing import Optional
+
+from config.settings import Settings
+from core.exits import EXIT_FAILURE, fail
+from core.version import VERSION
+from service import account, logsetup
+from service.pidfile import acquire_pidfile, claim_pidfile
+from service.runtime import Service, StartError
+
+
+def logfile_of(args: argparse.Namespace, settings: Settings) -> Optional[str]:
+    return os.path.abspath(args.logfile) if args.logfile else settings.logfile
+
+
+TERMINAL_COMMIT_S = 1.0  # the commit interval while a terminal shows the readings
+
+
+def make_service(
+    args: argparse.Namespace, settings: Settings, foreground: bool
+) -> Service:
+    level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level)
+    logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile
+    fallback = os.path.join(settings.data_dir, "power.log")
+    log = logsetup.configure(level, foreground, logfile, settings.secrets, fallback)
+    # In the foreground with the log in a file, a failing sink is still told
+    # on the terminal, once per failure streak.
+    tell = (
+        (lambda text: print(f"power.py: {text}", file=sys.stderr))
+        if (foreground and logfile)
+        else None
+    )
+    console = foreground and not args.quiet
+    if (
+        console
+        and sys.stdout.isatty()
+        and settings.commit_interval_s > TERMINAL_COMMIT_S
+    ):
+        # Someone is watching the lines: each reading as it comes. Detached
+        # (or under systemd, whose stdout is no terminal) COMMIT_INTERVAL_S
+        # spares the card; a short run on a terminal costs it little.
+        log.info(
+            "on a terminal: readings committed and shown every %g s "
+            "(COMMIT_INTERVAL_S %g applies when detached)",
+            TERMINAL_COMMIT_S,
+            settings.commit_interval_s,
+        )
+        settings = dataclasses.replace(settings, commit_interval_s=TERMINAL_COMMIT_S)
+    return Service(settings, log, console=console, tell=tell)
+
+
+def run_foreground(
+    args: argparse.Namespace,
+    settings: Settings,
+    pidfile: Optional[str],
+    user: Optional[account.Account] = None,
+) -> int:
+    from daemon.pidfile import TimeoutPIDLockFile
+
+    if user is not None:  # before any file is opened, as python-daemon does
+        account.switch(user)
+    service = make_service(args, settings, foreground=True)
+    log = service.log
+    lock = None
+    try:
+        service.take_lock()  # before the pidfile: --kill finds power by it
+        if pidfile:
+            note = claim_pidfile(pidfile, settings.data_dir)
+            if note:
+                log.warning("%s", note)
+            lock = TimeoutPIDLockFile(pidfile, 1)
+            acquire_pidfile(lock, pidfile)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, service.handle_signal)
+        log.info(
+            "power %s starting in the foreground (settings %s)", VERSION, settings.path
+        )
+        service.start()
+        return service.wait()
+    except StartError as exc:
+        log.error("%s", exc)
+        if logfile_of(args, settings):  # a refusal always reaches the terminal
+            fail(EXIT_FAILURE, str(exc))
+        return EXIT_FAILURE
+    except Exception as exc:  # lockfile errors and the like
+        log.error("cannot start: %s: %s", type(exc).__name__, exc)
+        if logfile_of(args, settings):
+            fail(EXIT_FAILURE, f"cannot start: {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+    finally:
+        service.stop()
+        if lock is not None and lock.i_am_locking():
+            lock.release()

@@ -1,0 +1,175 @@
+"""The running daemon as its HTTP endpoints see it: a Snapshot of the
+meters, the sinks and the journal, built with plain attribute reads so that
+looking never touches the pulse path, and the health verdict drawn from it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
+
+from core.meter import Reading
+
+
+class CommitLog:
+    """What the exporter needs from commits, kept from the monitor's commit
+    callback (once a second at most, never per pulse): the newest reading of
+    each meter, and when recent rows were committed, so a sink's delay is
+    measured from when its oldest unwritten reading was committed."""
+
+    KEEP = 4000  # commits remembered (over an hour of steady pulses)
+
+    def __init__(self, last_seq: int, start_pulses: Dict[str, int]) -> None:
+        self._lock = threading.Lock()
+        self.start_pulses = dict(start_pulses)  # each meter's count at start
+        self._last: Dict[str, Reading] = {}
+        self._pulse_at: Dict[str, float] = {}
+        # (last seq of a commit, its monotonic time); rows already in the
+        # journal at start count as committed at start.
+        self._commits: Deque[Tuple[int, float]] = collections.deque(
+            [(last_seq, time.monotonic())], maxlen=self.KEEP
+        )
+
+    def update(self, rows: Sequence[Tuple[int, Reading]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            last, pulse_at = self._last, self._pulse_at
+            for _, r in rows:
+                before = last.get(r.meter)
+                # A new pulse count, not an idle reading repeating the last.
+                if (r.pulses != before.pulses) if before else r.power_w != 0.0:
+                    pulse_at[r.meter] = r.time
+                last[r.meter] = r
+            self._commits.append((rows[-1][0], time.monotonic()))
+
+    def last(self, meter: str) -> Tuple[Optional[Reading], Optional[float]]:
+        """The meter's newest committed reading and the time of its last pulse."""
+        with self._lock:
+            return self._last.get(meter), self._pulse_at.get(meter)
+
+    def waiting_since(self, cursor: int) -> Optional[float]:
+        """Monotonic time the oldest row after `cursor` was committed; None
+        when there is none."""
+        with self._lock:
+            if not self._commits or self._commits[-1][0] <= cursor:
+                return None
+            for last_seq, at in self._commits:
+                if last_seq > cursor:
+                    return at
+        return None
+
+
+@dataclass(frozen=True)
+class SinkState:
+    name: str
+    backlog: Optional[int]  # None until the sink's position is known
+    failing_for_s: Optional[float]  # None while it works
+    last_write: Optional[float]  # epoch seconds of its last successful write
+    waiting_for_s: float  # how long its oldest waiting reading has waited
+
+
+@dataclass(frozen=True)
+class MeterState:
+    name: str
+    energy_kwh: float
+    pulses: int
+    glitches: int
+    rejected: int
+    ghosts: int
+    power_w: Optional[float]
+    last_pulse: Optional[float]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    meters: List[MeterState]
+    sinks: List[SinkState]
+    journal_bytes: int
+    monitor_running: bool
+
+
+def health(s: Snapshot, max_delay_s: float) -> List[str]:
+    """Why the daemon is unhealthy; empty when it is healthy."""
+    problems = []
+    if not s.monitor_running:
+        problems.append("the monitor has stopped")
+    for k in s.sinks:
+        if k.failing_for_s is not None and k.failing_for_s > max_delay_s:
+            problems.append(
+                f"sink {k.name} has been failing for {k.failing_for_s:.0f} s"
+            )
+        elif k.waiting_for_s > max_delay_s:
+            problems.append(
+                f"sink {k.name} has {k.backlog} readings waiting, unwritten "
+                f"for {k.waiting_for_s:.0f} s"
+            )
+    return problems
+
+
+class StateReader:
+    """Builds a Snapshot from the running parts, with plain attribute reads:
+    the commit log, the meters' glitch counters and the runners' cursors."""
+
+    def __init__(self, monitor, runners, journal, commits: CommitLog) -> None:
+        self.monitor = monitor
+        self.runners = list(runners)
+        self.journal = journal
+        self.commits = commits
+
+    def __call__(self) -> Snapshot:
+        meters = []
+        for m in self.monitor.meters:
+            # Energy, pulses and power from one committed reading, so they
+            # agree with each other and with what the sinks have.
+            c = m.config
+            last, pulse_at = self.commits.last(c.name)
+            if last is None:
+                pulses = self.commits.start_pulses.get(c.name, 0)
+                energy = c.energy_offset_kwh + pulses / c.pulses_per_kwh
+            else:
+                pulses, energy = last.pulses, last.energy_kwh
+            meters.append(
+                MeterState(
+                    name=c.name,
+                    energy_kwh=energy,
+                    pulses=pulses,
+                    glitches=m.glitches,
+                    rejected=m.implausible,
+                    ghosts=m.ghosts,
+                    power_w=None if last is None else last.power_w,
+                    last_pulse=pulse_at,
+                )
+            )
+        end = self.journal.last_seq
+        mono = time.monotonic()
+        sinks = []
+        for r in self.runners:
+            cursor = r.cursor
+            since = self.commits.waiting_since(cursor) if cursor >= 0 else None
+            sinks.append(
+                SinkState(
+                    name=r.name,
+                    backlog=max(0, end - cursor) if cursor >= 0 else None,
+                    failing_for_s=r.failing_for_s,
+                    last_write=r.last_write,
+                    waiting_for_s=0.0 if since is None else mono - since,
+                )
+            )
+        running = not self.monitor.stopping.is_set() and not self.monitor.join(0)
+        return Snapshot(meters, sinks, file_size(self.journal.path), running)
+
+
+def file_size(path: str) -> int:
+    """Bytes of the journal and its WAL (0 for what is not there)."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += os.stat(path + suffix).st_size
+        except OSError:
+            pass
+    return total
