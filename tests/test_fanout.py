@@ -85,9 +85,9 @@ def test_replay_to_all_four_sinks(ws, servers, tmp_path, verbose):
     state = json.loads(msgs["power/house/state"])
     assert state["pulses"] == 1699
     assert state["energy_kwh"] == pytest.approx(1.699)
-    for kind in ("power", "energy"):
+    for kind, topic in (("power", "power"), ("energy", "state")):
         config = json.loads(msgs[f"homeassistant/sensor/power_house/{kind}/config"])
-        assert config["state_topic"] == "power/house/state"
+        assert config["state_topic"] == f"power/house/{topic}"
 
     power = [g for g in api.gauges if g["name"] == "power.power_w"]
     assert sum(g["count"] for g in power) == 1698  # pulses but the first

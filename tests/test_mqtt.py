@@ -77,6 +77,12 @@ def test_replay_publishes_state_availability_and_discovery(ws, broker, tmp_path)
         "estimate": False,
     }
     assert msgs["power/house/availability"] == "offline"  # clean stop
+    # The live power of the newest reading, for Home Assistant's power sensor.
+    assert json.loads(msgs["power/house/power"]) == {
+        "time": "2023-11-14T22:17:18.000Z",
+        "power_w": 1800.0,
+        "estimate": False,
+    }
 
     power = json.loads(msgs["homeassistant/sensor/power_house/power/config"])
     energy = json.loads(msgs["homeassistant/sensor/power_house/energy/config"])
@@ -86,8 +92,11 @@ def test_replay_publishes_state_availability_and_discovery(ws, broker, tmp_path)
     assert energy["device_class"] == "energy"
     assert energy["unit_of_measurement"] == "kWh"
     assert energy["state_class"] == "total_increasing"
+    # Power as the meter makes it (live); energy once committed, so that a
+    # total Home Assistant saw never goes down after a crash.
+    assert power["state_topic"] == "power/house/power"
+    assert energy["state_topic"] == "power/house/state"
     for config in (power, energy):
-        assert config["state_topic"] == "power/house/state"
         assert config["availability_topic"] == "power/house/availability"
         assert config["device"]["identifiers"] == ["power_house"]
         assert config["unique_id"].startswith("power_house_")
@@ -112,7 +121,8 @@ def test_discovery_off_and_custom_prefix(ws, broker, tmp_path):
     res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon")
     assert res.returncode == 0, res.stderr
     msgs = retained(broker.port)
-    assert set(msgs) == {"home/elec/house/state", "home/elec/house/availability"}
+    topics = {"state", "power", "availability"}
+    assert set(msgs) == {f"home/elec/house/{topic}" for topic in topics}
     assert json.loads(msgs["home/elec/house/state"])["pulses"] == 5
 
 

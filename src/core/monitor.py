@@ -1,14 +1,15 @@
 """The monitor thread: edges from the queue into meters, journal and LEDs.
 
 Input callbacks only put (meter index, t_mono_ns, t_wall, kind) on a
-SimpleQueue (kind: a pulse, or the start or end of a flash; see meter).
-This thread takes them in order, lets each meter turn them into readings,
-appends those to the journal, commits in groups and wakes the sink runners
-after each commit. A reading is committed at once when the previous commit
-is older than the commit interval (so the first reading after start or a
-quiet spell lands at once), else when the interval has passed since that
-commit, or as soon as COMMIT_ROWS wait (a replay at full speed): what is
-held in memory stays bounded. It ticks at least once a second so an idle
+SimpleQueue (kind: a pulse, or the start or end of a flash; see meter). This
+thread takes them in order, lets each meter turn them into readings, hands
+each at once to the live path (core/live.py: what people watch), appends it
+to the journal, commits in groups and wakes the sink runners after each
+commit (the durable path). A reading is committed at once when the previous
+commit is older than the commit interval (so the first reading after start
+or a quiet spell lands at once), else when the interval has passed since
+that commit, or as soon as COMMIT_ROWS wait (a replay at full speed): what
+is held in memory stays bounded. It ticks at least once a second so an idle
 meter's estimates appear and a stop is seen promptly.
 """
 
@@ -23,7 +24,7 @@ from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 from core.edgekinds import EdgeCallback
 from core.journal import Journal, Row
-from core.meter import PULSE, Meter
+from core.meter import PULSE, Meter, Reading
 from core.register import offset as register_offset
 
 TICK_S = 1.0  # estimates are stamped when due, so a tick may be late
@@ -74,6 +75,7 @@ class Monitor:
         retention_s: float = 0.0,
         sink_names: Sequence[str] = (),
         on_done: Callable[[], None] = lambda: None,
+        live: Optional[Callable[[Reading], None]] = None,
     ) -> None:
         self.meters = list(meters)
         self.inputs = list(inputs)
@@ -85,6 +87,9 @@ class Monitor:
         self.retention_s = retention_s
         self.sink_names = list(sink_names)
         self.on_done = on_done  # told when the inputs ran out or it failed
+        # Each reading as the meter makes it, before its commit (core/live.py):
+        # what people watch follows the meter, not the commit interval.
+        self.live = live
         self.edges: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.exhausted = threading.Event()  # every finite input consumed
@@ -197,6 +202,8 @@ class Monitor:
                 for meter, now_ns in zip(meters, clocks):
                     for reading in meter.tick(now_ns):
                         journal.append(reading)
+                        if self.live is not None:
+                            self.live(reading)
             now = time.monotonic()
             if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
                 self._prune()
@@ -235,8 +242,11 @@ class Monitor:
         readings = meter.edge(t_ns, t_wall, kind)
         if readings:
             append = self.journal.append
+            live = self.live
             for reading in readings:
                 append(reading)
+                if live is not None:
+                    live(reading)
             self.readings += len(readings)
             return not readings[-1].estimate
         return False

@@ -18,6 +18,7 @@ from config.settings import Settings
 from core.csvformat import format_time
 from core.exits import EXIT_FAILURE, EXIT_OK
 from core.journal import Journal, JournalError, JournalReader, Row, journal_path
+from core.live import LiveFeed, ReadingQueue
 from core.meter import Meter
 from core.monitor import Monitor
 from inputs.base import InputBackend, InputError, LedOutput
@@ -27,13 +28,16 @@ from service.pidcheck import LOCKFILE
 from service.sinkstate import SinkStates
 from sinks.base import Sink
 from sinks.console import ConsoleSink
-from sinks.runner import AHEAD_ROWS, Backoff, SinkRunner
+from sinks.runner import AHEAD_ROWS, Backoff, LiveRunner, SinkRunner
 from web.metrics import Exporter
 from web.state import CommitLog, StateReader
 
 SYNC_STATES_S = 5.0  # how often sinks' failure streaks are saved for --status
 
 STOP_BUDGET_S = 0.4  # SIGTERM to exit, all parts: well under a second
+# Console lines waiting to be shown; a replay waits for them as for a sink
+# (its pause starts well below this), a live meter never comes near it.
+CONSOLE_QUEUE = 100_000
 
 
 class StartError(Exception):
@@ -92,6 +96,10 @@ class Service:
         self.leds: Optional[StatusLeds] = None
         self.commits: Optional[CommitLog] = None  # with METRICS only
         self.exporter: Optional[Exporter] = None
+        # The live path: each reading as the meter makes it, to the console,
+        # the LIVE sinks (MQTT's power) and the metrics' gauges.
+        self.feed = LiveFeed()
+        self.console_runner: Optional[LiveRunner] = None
         self._lock: Optional[IO[str]] = None
         self._started_inputs: List[InputBackend] = []
 
@@ -160,6 +168,12 @@ class Service:
         except InputError as exc:
             raise StartError(str(exc)) from None
         self.runners = [self._runner(sink) for sink in self._sinks()]
+        if self.console:
+            lines = ReadingQueue(CONSOLE_QUEUE)
+            self.feed.subscribe(lines)
+            console = ConsoleSink("console", {}, self.log)
+            self.console_runner = LiveRunner(console, lines, self.log)
+        watched = self.feed.active or s.metrics is not None
         if s.metrics is not None:
             self.commits = CommitLog(
                 self.journal.last_seq, {m.config.name: m.pulses for m in meters}
@@ -175,10 +189,13 @@ class Service:
             retention_s=s.retention_days * 86400.0,
             sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
             on_done=self.wakeup.set,
+            live=self.feed.publish if watched else None,
         )
         self.monitor.load_offsets()  # register readings win over the settings
         for runner in self.runners:
             runner.start()
+        if self.console_runner is not None:
+            self.console_runner.start()
         self.monitor.start()
         self.leds.start()
         if s.metrics is not None:
@@ -205,6 +222,7 @@ class Service:
             [r for r in self.runners if r.name in configured],
             self.journal,
             self.commits,
+            self.feed,
         )
         exporter = Exporter(s.metrics, reader, self.log)
         try:
@@ -231,8 +249,6 @@ class Service:
         meters = [m.config.name for m in self.settings.meters]
         for setup in self.settings.sinks:
             sinks.append(setup.cls(setup.name, setup.options, self.log, meters))
-        if self.console:
-            sinks.append(ConsoleSink("console", {}, self.log))
         return sinks
 
     def _runner(self, sink: Sink) -> SinkRunner:
@@ -252,6 +268,7 @@ class Service:
             flush_interval_s=setup.flush_interval_s if setup else 0.2,
             backoff=Backoff(random.Random(), cap=setup.retry_max_s if setup else 5.0),
             log=self.log,
+            feed=self.feed,
         )
 
     def _backlog(self) -> int:
@@ -265,7 +282,8 @@ class Service:
         last = self.journal.last_seq
         lags = [last - max(r.cursor, 0) for r in self.runners if not r.failing]
         ahead = max(lags, default=0) - AHEAD_ROWS
-        return self.monitor.backlog() + self.journal.pending + max(ahead, 0)
+        shown = len(self.console_runner.queue) if self.console_runner else 0
+        return self.monitor.backlog() + self.journal.pending + max(ahead, shown, 0)
 
     def _notify_runners(self, rows: List[Row]) -> None:
         if self.commits is not None:
@@ -321,7 +339,10 @@ class Service:
         target = self.journal.last_seq
         deadline = time.monotonic() + self.settings.drain_timeout_s
         while time.monotonic() < deadline and not self.stop_requested.is_set():
-            if all(r.cursor >= target for r in self.runners):
+            console = self.console_runner
+            if all(r.cursor >= target for r in self.runners) and (
+                console is None or not len(console.queue)
+            ):
                 self.log.info("replay done: every sink has every reading")
                 return EXIT_OK
             time.sleep(0.05)
@@ -356,9 +377,13 @@ class Service:
                 self.log.info("%s", line)
         for runner in self.runners:
             runner.stop()
+        if self.console_runner is not None:
+            self.console_runner.stop()
         for runner in self.runners:
             if not runner.failing:  # a failing sink has nothing to flush
                 runner.join(max(0.0, deadline - time.monotonic()))
+        if self.console_runner is not None:
+            self.console_runner.join(max(0.0, deadline - time.monotonic()))
         if self.leds is not None:
             self.leds.stop()
         monitor_done = self.monitor is None or self.monitor.join(0)

@@ -1,11 +1,10 @@
 """A start in the foreground (--nodaemon), and the Service both kinds of
-start run: logging set up, the console sink when someone watches, the
-commit interval for a terminal."""
+start run: logging set up, and the console's line per reading in the
+foreground."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -24,9 +23,6 @@ def logfile_of(args: argparse.Namespace, settings: Settings) -> Optional[str]:
     return os.path.abspath(args.logfile) if args.logfile else settings.logfile
 
 
-TERMINAL_COMMIT_S = 1.0  # the commit interval while a terminal shows the readings
-
-
 def make_service(
     args: argparse.Namespace, settings: Settings, foreground: bool
 ) -> Service:
@@ -41,22 +37,9 @@ def make_service(
         if (foreground and logfile)
         else None
     )
+    # A line per reading, as the meter makes it (the live path), on a
+    # terminal or a pipe alike; the commit interval is the settings' own.
     console = foreground and not args.quiet
-    if (
-        console
-        and sys.stdout.isatty()
-        and settings.commit_interval_s > TERMINAL_COMMIT_S
-    ):
-        # Someone is watching the lines: each reading as it comes. Detached
-        # (or under systemd, whose stdout is no terminal) COMMIT_INTERVAL_S
-        # spares the card; a short run on a terminal costs it little.
-        log.info(
-            "on a terminal: readings committed and shown every %g s "
-            "(COMMIT_INTERVAL_S %g applies when detached)",
-            TERMINAL_COMMIT_S,
-            settings.commit_interval_s,
-        )
-        settings = dataclasses.replace(settings, commit_interval_s=TERMINAL_COMMIT_S)
     return Service(settings, log, console=console, tell=tell)
 
 

@@ -65,6 +65,10 @@ class Sink:
     # Third-party modules open() imports, with the package that provides
     # each: checked before start, so a Python without them is told at once.
     PACKAGES: ClassVar[Dict[str, str]] = {}
+    # True for a sink that also shows readings as the meter makes them,
+    # before their commit (the live path): the runner calls live() with
+    # the newest reading of each meter as they come.
+    LIVE: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -102,6 +106,13 @@ class Sink:
         reading twice after a crash must be harmless.
         """
         raise NotImplementedError
+
+    def live(self, readings: Sequence[Reading]) -> None:
+        """The newest reading of each meter, not yet committed (LIVE sinks,
+        between writes, once open). It may be lost in a power cut, so publish
+        only what a later, lower value cannot harm (power, not an energy
+        total), without waiting: a slow or absent server skips a value, it
+        never holds up the committed readings. Never raises."""
 
     @classmethod
     def held_counts(cls, options: dict) -> Dict[str, int]:

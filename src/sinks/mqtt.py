@@ -1,15 +1,27 @@
 """MQTT sink (paho-mqtt 2.x) with Home Assistant discovery.
 
-Per meter: `<prefix>/<meter>/state` carries the latest reading as retained
-JSON, and `<prefix>/<meter>/availability` says `online`, or `offline` as the
+Per meter: `<prefix>/<meter>/power` carries the power as the meter makes
+each reading (the live path: before the reading's commit), `<prefix>/
+<meter>/state` the latest committed reading, both as retained JSON, and
+`<prefix>/<meter>/availability` says `online`, or `offline` as the
 connection's last will and on a clean stop. Each meter has its own
 connection so that each has its own last will. On every (re)connect the
-availability, the discovery configs and the last state are published again,
-because a broker restarted without persistence forgets retained messages.
+availability, the discovery configs, the last power and the last state are
+published again, because a broker restarted without persistence forgets
+retained messages.
+
+Home Assistant's power sensor reads the power topic, its energy sensor the
+state topic. A live reading may be lost with the uncommitted tail in a
+power cut; a power value that is lost harms nothing, but an energy total
+that went down would make Home Assistant count the whole total again (a
+`total_increasing` sensor that falls is a meter reset), so energy goes out
+only once committed, never lower than before.
 
 The state is a current value, not a history: each batch publishes the
 latest reading of each meter (at most once per flush_interval_s) at QoS 1,
-and the cursor moves only after the broker acknowledged it.
+and the cursor moves only after the broker acknowledged it. While the sink
+catches up (after a restart or an outage) only the newest committed
+reading is published, never an older one in between.
 """
 
 from __future__ import annotations
@@ -126,6 +138,16 @@ def state_payload(r: Reading) -> str:
     return json.dumps(dict(zip(STATE_FIELDS, values)), separators=(",", ":"))
 
 
+# The keys of the power topic's JSON, in order (the manual lists them).
+POWER_FIELDS = ("time", "power_w", "estimate")
+
+
+def power_payload(r: Reading) -> str:
+    """The live power of a reading whose power is known."""
+    values = (format_time(r.time), round(r.power_w or 0.0, 2), bool(r.estimate))
+    return json.dumps(dict(zip(POWER_FIELDS, values)), separators=(",", ":"))
+
+
 def discovery_configs(
     meter: str, prefix: str, discovery_prefix: str, version: str
 ) -> Dict[str, str]:
@@ -150,6 +172,8 @@ def discovery_configs(
     sensors = {
         "power": {
             "name": "Power",
+            # Live: each reading as the meter makes it, not at the commit.
+            "state_topic": f"{prefix}/{meter}/power",
             "unit_of_measurement": "W",
             "device_class": "power",
             "state_class": "measurement",
@@ -168,6 +192,7 @@ def discovery_configs(
     out = {}
     for key, sensor in sensors.items():
         config = {
+            **common,
             **sensor,
             "unique_id": f"{node}_{key}",
             # The entity id: Home Assistant before 2025.10 reads object_id
@@ -176,7 +201,6 @@ def discovery_configs(
             # version ignores the key it does not know.
             "object_id": f"{node}_{key}",
             "default_entity_id": f"sensor.{node}_{key}",
-            **common,
         }
         out[f"{discovery_prefix}/sensor/{node}/{key}/config"] = json.dumps(config)
     return out
@@ -318,8 +342,10 @@ class _Link(Connection):
         self.sink = sink
         self.meter = meter
         self.topic_state = f"{o['prefix']}/{meter}/state"
+        self.topic_power = f"{o['prefix']}/{meter}/power"
         self.topic_availability = f"{o['prefix']}/{meter}/availability"
         self.last_state: Optional[str] = None
+        self.last_power: Optional[str] = None
         self._lock = threading.Lock()
         self.client.will_set(
             self.topic_availability, "offline", qos=o["qos"], retain=True
@@ -334,9 +360,21 @@ class _Link(Connection):
             ).items():
                 client.publish(topic, payload, qos=o["qos"], retain=True)
         with self._lock:
-            state = self.last_state
+            state, power = self.last_state, self.last_power
         if state is not None:
             client.publish(self.topic_state, state, qos=o["qos"], retain=True)
+        if power is not None:
+            client.publish(self.topic_power, power, qos=o["qos"], retain=True)
+
+    def publish_power(self, reading: Reading) -> None:
+        """Live: hand the power to the client without waiting for the
+        broker; while disconnected it is kept for the reconnect only."""
+        payload = power_payload(reading)
+        with self._lock:
+            self.last_power = payload
+        if self.connected.is_set():
+            o = self.options
+            self.client.publish(self.topic_power, payload, qos=o["qos"], retain=True)
 
     def publish_state(self, reading: Reading) -> None:
         payload = state_payload(reading)
@@ -371,6 +409,7 @@ class MQTTSink(Sink):
         "keepalive_s": Option("int", 60, minimum=5, maximum=3600),
     }
     PACKAGES = {"paho.mqtt": "paho-mqtt"}
+    LIVE = True
 
     def __init__(self, name, options, log, meters=()) -> None:
         super().__init__(name, options, log, meters)
@@ -397,7 +436,18 @@ class MQTTSink(Sink):
             self.links[meter] = link
         return link
 
+    def live(self, readings: Sequence[Reading]) -> None:
+        for reading in readings:
+            link = self.links.get(reading.meter)
+            if link is not None and reading.power_w is not None:
+                link.publish_power(reading)
+
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
+        if self.more_waiting and not self.input_ended:
+            # Catching up: newer committed readings wait. Publishing this
+            # batch's newest would send Home Assistant an energy total older
+            # than one it may have had before a restart; skip to the newest.
+            return None
         latest: Dict[str, Reading] = {}
         for reading in batch:
             latest[reading.meter] = reading

@@ -18,6 +18,7 @@ import time
 from typing import Callable, Deque, List, Optional
 
 from core.journal import JournalReader, Row
+from core.live import LatestReadings, LiveFeed, ReadingQueue
 from sinks.base import Sink, SinkError
 
 MAX_BATCH = 1_000_000
@@ -59,6 +60,7 @@ class SinkRunner:
         flush_interval_s: float,
         backoff: Backoff,
         log: logging.Logger,
+        feed: Optional[LiveFeed] = None,
     ) -> None:
         self.sink = sink
         self.name = sink.name
@@ -90,6 +92,12 @@ class SinkRunner:
         self._inbox: Deque[List[Row]] = collections.deque()
         self._inbox_rows = 0
         self._inbox_lock = threading.Lock()
+        # A LIVE sink's newest reading of each meter, before its commit: it
+        # wakes this thread, which hands them over between writes.
+        self._live: Optional[LatestReadings] = None
+        if sink.LIVE and feed is not None:
+            self._live = LatestReadings(self._wake)
+            feed.subscribe(self._live)
 
     # Called from other threads -------------------------------------------
 
@@ -201,6 +209,8 @@ class SinkRunner:
             if not stopping and not self._open():
                 self._wait(self._next_delay())
                 continue
+            if self._live is not None:
+                self._publish_live()
             self._limit = limit
             try:
                 rows = self._from_inbox(reader.cursor, limit)
@@ -237,6 +247,17 @@ class SinkRunner:
             else:  # the sink held everything back (an open period)
                 self._wake.wait(max(self.flush_interval_s, 0.5))
                 self._wake.clear()
+
+    def _publish_live(self) -> None:
+        """Hand the sink the live readings waiting; a failure here is not
+        the sink's streak (the committed readings say whether it works)."""
+        readings = self._live.take() if self._live is not None else []
+        if not readings or not self._opened:
+            return
+        try:
+            self.sink.live(readings)
+        except Exception as exc:  # live() should not raise; never let it stop us
+            self.log.debug("sink %s: live readings: %s", self.name, exc)
 
     def _next_delay(self) -> float:
         """The backoff, or what the server asked for (HTTP 429 Retry-After)."""
@@ -441,3 +462,49 @@ class SinkRunner:
             self.log.error("sink %s: still failing: %s", self.name, error)
         else:
             self.log.debug("sink %s: retry failed: %s", self.name, error)
+
+
+class LiveRunner:
+    """Drives a sink from the live path rather than the journal: every
+    reading as the meter makes it, in order (the console's line per
+    reading). Its queue is bounded (the oldest go when it is full); a
+    paused input (a replay) waits for it as for a sink, so none goes there.
+    """
+
+    def __init__(self, sink: Sink, queue: ReadingQueue, log: logging.Logger) -> None:
+        self.sink = sink
+        self.name = sink.name
+        self.queue = queue
+        self.log = log
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"live-{self.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Show what is waiting, then end."""
+        self._stopping.set()
+        self.queue.wake.set()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        wake = self.queue.wake
+        while True:
+            stopping = self._stopping.is_set()
+            wake.clear()
+            batch = self.queue.take()
+            if batch:
+                try:
+                    self.sink.write(batch)
+                except Exception as exc:  # a closed terminal must not stop us
+                    self.log.debug("%s: %s", self.name, exc)
+            elif stopping:
+                return
+            else:
+                wake.wait(IDLE_POLL_S)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
+from core.live import LiveFeed
 from core.meter import Reading
 
 
@@ -27,7 +28,6 @@ class CommitLog:
         self._lock = threading.Lock()
         self.start_pulses = dict(start_pulses)  # each meter's count at start
         self._last: Dict[str, Reading] = {}
-        self._pulse_at: Dict[str, float] = {}
         # (last seq of a commit, its monotonic time); rows already in the
         # journal at start count as committed at start.
         self._commits: Deque[Tuple[int, float]] = collections.deque(
@@ -38,19 +38,15 @@ class CommitLog:
         if not rows:
             return
         with self._lock:
-            last, pulse_at = self._last, self._pulse_at
+            last = self._last
             for _, r in rows:
-                before = last.get(r.meter)
-                # A new pulse count, not an idle reading repeating the last.
-                if (r.pulses != before.pulses) if before else r.power_w != 0.0:
-                    pulse_at[r.meter] = r.time
                 last[r.meter] = r
             self._commits.append((rows[-1][0], time.monotonic()))
 
-    def last(self, meter: str) -> Tuple[Optional[Reading], Optional[float]]:
-        """The meter's newest committed reading and the time of its last pulse."""
+    def last(self, meter: str) -> Optional[Reading]:
+        """The meter's newest committed reading."""
         with self._lock:
-            return self._last.get(meter), self._pulse_at.get(meter)
+            return self._last.get(meter)
 
     def waiting_since(self, cursor: int) -> Optional[float]:
         """Monotonic time the oldest row after `cursor` was committed; None
@@ -113,13 +109,19 @@ def health(s: Snapshot, max_delay_s: float) -> List[str]:
 
 class StateReader:
     """Builds a Snapshot from the running parts, with plain attribute reads:
-    the commit log, the meters' glitch counters and the runners' cursors."""
+    the commit log, the live feed, the meters' glitch counters and the
+    runners' cursors. Totals (energy, pulses) are the committed ones, so a
+    counter never goes back after a crash; power and the last pulse come
+    from the live feed, as the meter has them now."""
 
-    def __init__(self, monitor, runners, journal, commits: CommitLog) -> None:
+    def __init__(
+        self, monitor, runners, journal, commits: CommitLog, feed: LiveFeed
+    ) -> None:
         self.monitor = monitor
         self.runners = list(runners)
         self.journal = journal
         self.commits = commits
+        self.feed = feed
 
     def __call__(self) -> Snapshot:
         meters = []
@@ -127,12 +129,13 @@ class StateReader:
             # Energy, pulses and power from one committed reading, so they
             # agree with each other and with what the sinks have.
             c = m.config
-            last, pulse_at = self.commits.last(c.name)
+            last = self.commits.last(c.name)
             if last is None:
                 pulses = self.commits.start_pulses.get(c.name, 0)
                 energy = c.energy_offset_kwh + pulses / c.pulses_per_kwh
             else:
                 pulses, energy = last.pulses, last.energy_kwh
+            now, pulse_at = self.feed.latest(c.name)
             meters.append(
                 MeterState(
                     name=c.name,
@@ -141,7 +144,7 @@ class StateReader:
                     glitches=m.glitches,
                     rejected=m.implausible,
                     ghosts=m.ghosts,
-                    power_w=None if last is None else last.power_w,
+                    power_w=None if now is None else now.power_w,
                     last_pulse=pulse_at,
                 )
             )
