@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -246,6 +247,64 @@ def test_healthz_ok_and_stalled_scrapers_hold_nothing(ws, tmp_path):
         assert int(last["pulses"]) > before
     finally:
         for s in stalled:
+            s.close()
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def test_idle_and_slow_clients_never_lock_out_the_scraper(ws, tmp_path):
+    """50 idle connections and 20 sending a byte a second (a slow-loris),
+    then more than the server holds at once: /metrics and /healthz still
+    answer a new client at once, every time."""
+    import threading
+
+    port = free_port()
+    ws.write(
+        {"backend": "simulated", "watts": 3600, "speed": 10, "seed": 1},
+        METRICS={"listen": f"127.0.0.1:{port}"},
+    )
+    proc = start(ws)
+    held: List[socket.socket] = []
+    done = threading.Event()
+
+    def trickle(sock: socket.socket) -> None:
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+        for byte in request:
+            if done.wait(1.0):
+                return
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                return  # the server dropped it: as it should
+
+    slow = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: get(url + "/healthz") == (200, "ok\n"), timeout=30)
+        for _ in range(50):
+            held.append(socket.create_connection(("127.0.0.1", port)))
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port))
+            held.append(sock)
+            slow.append(threading.Thread(target=trickle, args=(sock,), daemon=True))
+            slow[-1].start()
+        for _ in range(5):
+            started = time.monotonic()
+            code, text = get(url + "/metrics")
+            assert code == 200 and "power_meter_pulses_total" in text
+            assert get(url + "/healthz") == (200, "ok\n")
+            assert time.monotonic() - started < 3.0
+        # Beyond what the server holds at once: the oldest make room.
+        for _ in range(250):
+            held.append(socket.create_connection(("127.0.0.1", port)))
+        code, _ = get(url + "/metrics")
+        assert code == 200
+        stop(proc)  # stops at once, whatever the clients do
+        proc = None
+    finally:
+        done.set()
+        for s in held:
             s.close()
         if proc is not None:
             proc.kill()

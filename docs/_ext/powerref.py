@@ -19,7 +19,7 @@ Directives:
     Every settings table, iterating over the sink and input registries.
 ``.. power-fields:: WHAT``
     ``reading`` (the Reading's fields, with prose), ``csv-header``,
-    ``mqtt-state`` and ``influxdb``: the names the code writes.
+    ``mqtt-state``, ``mqtt-power`` and ``influxdb``: the names the code writes.
 
 Prose in a directive's content is keyed by option or setting name::
 
@@ -513,6 +513,16 @@ def fields(what: str, prose: Dict[str, List[str]]) -> List[str]:
         for r in sample_readings():
             out.append("   " + state_payload(r))
         return out + [""]
+    if what == "mqtt-power":
+        from sinks.mqtt import POWER_FIELDS, power_payload
+
+        keys = ", ".join(f"``{k}``" for k in POWER_FIELDS)
+        out = [f"Keys, in this order: {keys}. For example:", ""]
+        out += [".. code-block:: text", ""]
+        for r in sample_readings():
+            if r.power_w is not None:
+                out.append("   " + power_payload(r))
+        return out + [""]
     if what == "influxdb":
         from sinks.influxdb import FIELDS, TAG
 
@@ -524,7 +534,9 @@ def fields(what: str, prose: Dict[str, List[str]]) -> List[str]:
         rows = [[[f"``{TAG}``"], ["tag, with the sink's ``tags``"]]]
         rows += [[[f"``{name}``"], [kinds[kind]]] for name, kind in FIELDS.items()]
         return list_table(("Name", "Kind"), rows, (30, 70))
-    raise ValueError(f"{what!r}: expected reading, csv-header, mqtt-state or influxdb")
+    raise ValueError(
+        f"{what!r}: expected reading, csv-header, mqtt-state, mqtt-power or influxdb"
+    )
 
 
 # Sphinx -------------------------------------------------------------------------

@@ -1,27 +1,23 @@
 """Prometheus exporter: /metrics and /healthz on one port (METRICS).
 
-Prometheus pulls, so this is not a sink: a small HTTP server answers
+Prometheus pulls, so this is not a sink: the daemon's HTTP server
+(web/server.py, where an idle or slow client holds only itself) answers
 scrapes. Values are gathered when scraped, by a custom collector reading
 state the daemon keeps anyway (counters on the meters, the last committed
-reading of each meter, each sink runner's cursor), so a scrape never touches
-the pulse path. Each connection has its own thread with a socket timeout and
-their number is bounded, so a slow or stuck scraper holds only itself.
+reading of each meter, the live feed's newest reading, each sink runner's
+cursor), so a scrape never touches the pulse path.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional
 
 from core.options import Option, SettingsError, show, validate
 from web.listen import DEFAULT_HOST, check_listen, parse_listen, where
+from web.server import Request, Response, Route, Server
 from web.state import health
-
-POLL_S = 0.1  # how soon stop() is noticed
-TEXT = "text/plain; charset=utf-8"
-
 
 OPTIONS: Dict[str, Option] = {
     "listen": Option("any", f"{DEFAULT_HOST}:9464", check=check_listen),
@@ -164,46 +160,33 @@ class Exporter:
         self.registry.register(PowerCollector(snapshot))
         ProcessCollector(registry=self.registry)
         self._server: Any = None  # a web.server.Server once started
-        self._thread: Optional[threading.Thread] = None
+
+    def routes(self) -> Dict[str, Route]:
+        return {"/metrics": self._metrics, "/healthz": self._healthz}
 
     def start(self) -> None:
-        # http.server is imported only here: a run without METRICS does not
-        # pay for it at start (a twentieth of a second here, more on a Pi).
-        from web.server import Server
-
-        routes = {
-            "/metrics": self._metrics,
-            "/healthz": self._healthz,
-            "/": self._index,
-        }
+        routes = {**self.routes(), "/": self._index}
         address = (self.setup.host, self.setup.port)
         self._server = Server(address, routes, self.log, "metrics")
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": POLL_S},
-            name="metrics",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server.start()
         self.log.info("serving /metrics and /healthz on http://%s", self.setup.where)
 
-    def _metrics(self, headers) -> Tuple[int, bytes, str]:
+    def _metrics(self, request: Request) -> Response:
         from prometheus_client.exposition import choose_encoder
 
-        encoder, content_type = choose_encoder(headers.get("Accept", ""))
-        return 200, encoder(self.registry), content_type
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(200, encoder(self.registry), content_type)
 
-    def _healthz(self, headers) -> Tuple[int, bytes, str]:
+    def _healthz(self, request: Request) -> Response:
         problems = health(self.snapshot(), self.setup.max_sink_delay_s)
         text = "; ".join(problems) if problems else "ok"
-        return 503 if problems else 200, (text + "\n").encode(), TEXT
+        return Response(503 if problems else 200, (text + "\n").encode())
 
-    def _index(self, headers) -> Tuple[int, bytes, str]:
+    def _index(self, request: Request) -> Response:
         body = b'power exporter: <a href="/metrics">/metrics</a>, /healthz\n'
-        return 200, body, "text/html; charset=utf-8"
+        return Response(200, body, "text/html; charset=utf-8")
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
