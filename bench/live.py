@@ -9,7 +9,13 @@ depend on it.
    subscriber on this machine, and to the Prometheus gauge changing
    (scraped every `--poll-s`); p50, p99 and the largest. Also: from the
    second pulse after start (the first with a power) to its power arriving.
-2. Commit interval ("commit"): for each of `--intervals` (5, 10, 30, 60 s),
+2. The page ("web"): a detached daemon with WEB at one pulse a second:
+   its CPU share over `--web-window` seconds with 0, 1 and 10 event
+   streams open (each read by a client on this machine); the page's
+   weight (its four files); and in headless chromium (Debian's, driven by
+   Playwright) the time to first contentful paint and to the load event,
+   the median of five loads.
+3. Commit interval ("commit"): for each of `--intervals` (5, 10, 30, 60 s),
    pulses exactly one second apart replayed in real time with the file
    sink, DATA_DIR on a fresh ext4 file system on a loop device mounted
    `defaults,noatime` as Raspberry Pi OS mounts its root (root only): the
@@ -194,6 +200,101 @@ def latency(args: argparse.Namespace, tmp: str) -> Dict[str, Any]:
     return out
 
 
+class StreamReader:
+    """An open /events stream, read by a thread until closed."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: bench\r\n\r\n")
+        self.events = 0
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                self.events += data.count(b"event: reading")
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def web(args: argparse.Namespace, tmp: str) -> Dict[str, Any]:
+    port = free_port()
+    names = {
+        "METER": {"name": "bench", "pulses_per_kwh": 1000},
+        "INPUT": {"backend": "simulated", "watts": 3600, "speed": 1},
+        "DATA_DIR": os.path.join(tmp, "web"),
+        "LEDS": None,
+        "SINKS": [{"type": "file", "path": os.path.join(tmp, "web", "power.csv")}],
+        "WEB": {"listen": f"127.0.0.1:{port}", "tariff": 0.3},
+    }
+    pid, _ = daemon(tmp, "web", names)
+    out: Dict[str, Any] = {"window_s": args.web_window}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        time.sleep(args.settle)
+        for n in (0, 1, 10):
+            readers = [StreamReader(port) for _ in range(n)]
+            cpu0, t0 = procfs.run_ns(pid), time.monotonic()
+            time.sleep(args.web_window)
+            cpu1, t1 = procfs.run_ns(pid), time.monotonic()
+            events = sum(r.events for r in readers)
+            for r in readers:
+                r.close()
+            out[f"streams_{n}"] = {
+                "cpu_pct": 100.0 * (cpu1 - cpu0) / 1e9 / (t1 - t0),
+                "events_read": events,
+            }
+        weight = 0
+        for path in ("/", "/app.js", "/style.css", "/favicon.svg"):
+            with urllib.request.urlopen(base + path, timeout=5) as r:
+                weight += len(r.read())
+        out["page_bytes"] = weight
+        out["browser"] = first_paint(base + "/")
+    finally:
+        procfs.stop_daemon(pid)
+    return out
+
+
+def first_paint(url: str) -> Dict[str, float]:
+    """Median time to first contentful paint and to the load event, ms."""
+    from playwright.sync_api import sync_playwright
+
+    paints, loads = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+            + ["--disable-background-networking", "--disable-component-update"],
+        )
+        for _ in range(5):
+            page = browser.new_page()
+            page.goto(url, wait_until="load")
+            timing = page.evaluate(
+                "() => ({paint: (performance.getEntriesByName("
+                "'first-contentful-paint')[0] || {}).startTime || null, "
+                "load: performance.getEntriesByType('navigation')[0].loadEventEnd})"
+            )
+            if timing["paint"] is not None:
+                paints.append(timing["paint"])
+            loads.append(timing["load"])
+            page.close()
+        browser.close()
+    return {
+        "first_contentful_paint_ms": statistics.median(paints) if paints else None,
+        "load_event_ms": statistics.median(loads),
+        "loads": len(loads),
+    }
+
+
 def commit_costs(args: argparse.Namespace, tmp: str) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for interval in args.intervals:
@@ -262,6 +363,24 @@ def report(r: Dict[str, Any]) -> str:
                 "s after start"
             )
         lines.append("")
+    w = r.get("web")
+    if w:
+        lines.append(f"The page at one pulse a second ({w['window_s']:.0f} s windows)")
+        for n in (0, 1, 10):
+            s = w[f"streams_{n}"]
+            lines.append(
+                f"  {n:>2} event streams: daemon CPU {s['cpu_pct']:.3f} % of a core, "
+                f"{s['events_read']} events read"
+            )
+        b = w["browser"]
+        paint = b["first_contentful_paint_ms"]
+        lines.append(
+            f"  page weight {w['page_bytes'] / 1024:.1f} KiB; headless chromium: "
+            f"first contentful paint "
+            f"{'-' if paint is None else f'{paint:.0f} ms'}, load "
+            f"{b['load_event_ms']:.0f} ms (median of {b['loads']})"
+        )
+        lines.append("")
     costs = r.get("commit")
     if costs:
         lines.append(
@@ -283,7 +402,8 @@ def report(r: Dict[str, Any]) -> str:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--parts", nargs="+", default=["latency", "commit"])
+    p.add_argument("--parts", nargs="+", default=["latency", "web", "commit"])
+    p.add_argument("--web-window", type=float, default=60.0)
     p.add_argument("--pulses", type=int, default=300)
     p.add_argument("--poll-s", type=float, default=0.02)
     p.add_argument("--intervals", type=int, nargs="+", default=[5, 10, 30, 60])
@@ -301,12 +421,19 @@ def main() -> int:
     }
     if "latency" in args.parts:
         results["latency"] = latency(args, tmp)
+    if "web" in args.parts:
+        results["web"] = web(args, tmp)
     if "commit" in args.parts:
         if os.geteuid() != 0:
             print("commit: needs root (a loop device); skipped", file=sys.stderr)
         else:
             results["commit"] = commit_costs(args, tmp)
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    try:  # parts run on their own keep the others' figures
+        with open(RESULTS) as f:
+            results = {**json.load(f), **results}
+    except (OSError, ValueError):
+        pass
     with open(RESULTS, "w") as f:
         json.dump(results, f, indent=2)
     print(report(results))

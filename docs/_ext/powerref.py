@@ -445,6 +445,13 @@ def settings_reference(found_docs: Sequence[str] = ()) -> List[str]:
         "prometheus",
     )
     section(
+        "web",
+        "``WEB``",
+        "The page (``None``, the default, turns it off).",
+        "web.page:OPTIONS",
+        "web",
+    )
+    section(
         "meters",
         "An entry of ``METERS``",
         "The keys of ``METER``, and these.",

@@ -22,6 +22,8 @@ from inputs.base import InputBackend
 from sinks.base import COMMON_OPTIONS, Sink
 from web.metrics import MetricsSetup
 from web.metrics import parse as parse_metrics
+from web.page import WebSetup
+from web.page import parse as parse_web
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -70,6 +72,7 @@ TOP_LEVEL = {
     "DRAIN_TIMEOUT_S",
     "COMMIT_INTERVAL_S",
     "METRICS",
+    "WEB",
 }
 
 DEFAULT_DATA_DIR = "/var/lib/power"
@@ -119,6 +122,7 @@ class Settings:
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
     secrets: List[str] = field(default_factory=list)
     metrics: Optional[MetricsSetup] = None  # Prometheus; None is off
+    web: Optional[WebSetup] = None  # the page; None is off
 
 
 # src/, where power.py is: settings.py beside it is the default.
@@ -373,6 +377,7 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
         ),
         secrets=_secrets(sinks),
         metrics=parse_metrics(values.get("METRICS")),
+        web=parse_web(values.get("WEB")),
     )
 
 

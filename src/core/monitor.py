@@ -24,6 +24,7 @@ from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 from core.edgekinds import EdgeCallback
 from core.journal import Journal, Row
+from core.judge import EdgeJudge
 from core.meter import PULSE, Meter, Reading
 from core.register import offset as register_offset
 
@@ -76,6 +77,7 @@ class Monitor:
         sink_names: Sequence[str] = (),
         on_done: Callable[[], None] = lambda: None,
         live: Optional[Callable[[Reading], None]] = None,
+        judges: Sequence[Optional[EdgeJudge]] = (),
     ) -> None:
         self.meters = list(meters)
         self.inputs = list(inputs)
@@ -90,6 +92,10 @@ class Monitor:
         # Each reading as the meter makes it, before its commit (core/live.py):
         # what people watch follows the meter, not the commit interval.
         self.live = live
+        # Where someone looks at the edges (the web page's sensor view), a
+        # meter's edges go through its EdgeJudge, which keeps the verdicts.
+        judges = list(judges) + [None] * (len(self.meters) - len(judges))
+        self._edge = [j.edge if j else m.edge for j, m in zip(judges, self.meters)]
         self.edges: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.exhausted = threading.Event()  # every finite input consumed
@@ -142,7 +148,7 @@ class Monitor:
             if item is WAKE:
                 continue
             try:
-                self._take(self.meters[item[0]], item[1], item[2], item[3])
+                self._take(item[0], item[1], item[2], item[3])
             except Exception:
                 self.log.exception("cannot take a queued edge")
                 return
@@ -183,7 +189,7 @@ class Monitor:
             for taken in range(RUN):
                 if item is not WAKE:
                     index = item[0]
-                    if self._take(meters[index], item[1], item[2], item[3]):
+                    if self._take(index, item[1], item[2], item[3]):
                         pulsed[index] = True
                 if taken == RUN - 1:
                     behind = True  # more may wait; the next round takes them
@@ -237,9 +243,9 @@ class Monitor:
                     self.on_done()
                     finite = []
 
-    def _take(self, meter: Meter, t_ns: int, t_wall: float, kind: int) -> bool:
+    def _take(self, index: int, t_ns: int, t_wall: float, kind: int) -> bool:
         """Turn an edge into readings for the journal; True if it was a pulse."""
-        readings = meter.edge(t_ns, t_wall, kind)
+        readings = self._edge[index](t_ns, t_wall, kind)
         if readings:
             append = self.journal.append
             live = self.live

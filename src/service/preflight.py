@@ -91,10 +91,14 @@ def preflight(settings: Settings, logfile: Optional[str], pidfile: str) -> None:
             f"--pidfile {pidfile}: {folder}: {problem}; create it for the user "
             "running power, or name another pidfile"
         )
-    if settings.metrics is not None:
-        m = settings.metrics
+    listeners = {}
+    if settings.web is not None:
+        listeners[(settings.web.host, settings.web.port)] = "WEB['listen']"
+    if settings.metrics is not None:  # one port for both: checked once
+        listeners[(settings.metrics.host, settings.metrics.port)] = "METRICS['listen']"
+    for (host, port), setting in listeners.items():
         try:
-            check_port("METRICS['listen']", m.host, m.port)
+            check_port(setting, host, port)
         except PortInUseError as exc:
             raise StartError(str(exc)) from None
 

@@ -18,9 +18,11 @@ from config.settings import Settings
 from core.csvformat import format_time
 from core.exits import EXIT_FAILURE, EXIT_OK
 from core.journal import Journal, JournalError, JournalReader, Row, journal_path
+from core.judge import EdgeJudge
 from core.live import LiveFeed, ReadingQueue
 from core.meter import Meter
 from core.monitor import Monitor
+from core.version import VERSION
 from inputs.base import InputBackend, InputError, LedOutput
 from service.leds import StatusLeds
 from service.logsetup import RedactSecrets
@@ -29,7 +31,10 @@ from service.sinkstate import SinkStates
 from sinks.base import Sink
 from sinks.console import ConsoleSink
 from sinks.runner import AHEAD_ROWS, Backoff, LiveRunner, SinkRunner
+from web import listen
 from web.metrics import Exporter
+from web.page import InputInfo, Page
+from web.server import Route, Server
 from web.state import CommitLog, StateReader
 
 SYNC_STATES_S = 5.0  # how often sinks' failure streaks are saved for --status
@@ -94,8 +99,11 @@ class Service:
         self.monitor: Optional[Monitor] = None
         self.meters: List[Meter] = []
         self.leds: Optional[StatusLeds] = None
-        self.commits: Optional[CommitLog] = None  # with METRICS only
+        self.commits: Optional[CommitLog] = None  # with METRICS or WEB only
         self.exporter: Optional[Exporter] = None
+        self.page: Optional[Page] = None
+        self.servers: List[Server] = []
+        self.judges: Dict[str, EdgeJudge] = {}  # with WEB: its sensor view
         # The live path: each reading as the meter makes it, to the console,
         # the LIVE sinks (MQTT's power) and the metrics' gauges.
         self.feed = LiveFeed()
@@ -173,11 +181,13 @@ class Service:
             self.feed.subscribe(lines)
             console = ConsoleSink("console", {}, self.log)
             self.console_runner = LiveRunner(console, lines, self.log)
-        watched = self.feed.active or s.metrics is not None
-        if s.metrics is not None:
+        watched = self.feed.active or s.metrics is not None or s.web is not None
+        if s.metrics is not None or s.web is not None:
             self.commits = CommitLog(
                 self.journal.last_seq, {m.config.name: m.pulses for m in meters}
             )
+        if s.web is not None:
+            self.judges = {m.config.name: EdgeJudge(m) for m in meters}
         self.monitor = Monitor(
             meters,
             self.inputs,
@@ -190,6 +200,7 @@ class Service:
             sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
             on_done=self.wakeup.set,
             live=self.feed.publish if watched else None,
+            judges=[self.judges.get(m.config.name) for m in meters],
         )
         self.monitor.load_offsets()  # register readings win over the settings
         for runner in self.runners:
@@ -198,8 +209,8 @@ class Service:
             self.console_runner.start()
         self.monitor.start()
         self.leds.start()
-        if s.metrics is not None:
-            self._start_exporter()
+        if s.metrics is not None or s.web is not None:
+            self._start_http()
         for i, backend in enumerate(self.inputs):
             try:
                 backend.start(self.monitor.edge_callback(i), self._backlog)
@@ -213,9 +224,11 @@ class Service:
                 s.meters[i].input_note,
             )
 
-    def _start_exporter(self) -> None:
+    def _start_http(self) -> None:
+        """/metrics and the page, each where its setting says; when both
+        name one address, one server answers both (the page takes /)."""
         s = self.settings
-        assert s.metrics is not None and self.commits is not None
+        assert self.commits is not None and self.monitor is not None
         configured = {x.name for x in s.sinks}
         reader = StateReader(
             self.monitor,
@@ -224,15 +237,51 @@ class Service:
             self.commits,
             self.feed,
         )
-        exporter = Exporter(s.metrics, reader, self.log)
-        try:
-            exporter.start()
-        except OSError as exc:
-            raise StartError(
-                f"METRICS['listen'] = {s.metrics.where!r}: cannot listen there "
-                f"({exc.strerror}); stop what uses the port or choose another"
-            ) from None
-        self.exporter = exporter
+        endpoints: Dict[tuple, Dict[str, Route]] = {}
+        names: Dict[tuple, str] = {}
+        if s.metrics is not None:
+            self.exporter = Exporter(s.metrics, reader, self.log)
+            where = (s.metrics.host, s.metrics.port)
+            endpoints[where] = self.exporter.routes()
+            names[where] = "METRICS['listen']"
+        if s.web is not None:
+            inputs = [
+                InputInfo(m.config.name, backend.describe(), m.input_note)
+                for m, backend in zip(s.meters, self.inputs)
+            ]
+            self.page = Page(
+                s.web,
+                [m.config for m in s.meters],
+                self.feed,
+                reader,
+                journal_path(s.data_dir),
+                self.judges,
+                inputs,
+                RedactSecrets(s.secrets).redact,
+                VERSION,
+                self.log,
+            )
+            where = (s.web.host, s.web.port)
+            endpoints[where] = {**endpoints.get(where, {}), **self.page.routes()}
+            names.setdefault(where, "WEB['listen']")
+        for (host, port), routes in endpoints.items():
+            try:
+                server = Server((host, port), routes, self.log, "http")
+            except OSError as exc:
+                raise StartError(
+                    f"{names[(host, port)]} = {listen.where(host, port)!r}: cannot "
+                    f"listen there ({exc.strerror}); stop what uses the port or "
+                    "choose another"
+                ) from None
+            if self.page is not None and (host, port) == (s.web.host, s.web.port):
+                self.page.attach(server)
+            server.start()
+            self.servers.append(server)
+            self.log.info(
+                "serving %s on http://%s",
+                ", ".join(sorted(p for p in routes if not p.startswith("/api"))),
+                listen.where(host, port),
+            )
 
     def _make_leds(self) -> StatusLeds:
         s = self.settings
@@ -363,8 +412,10 @@ class Service:
         """Stop inputs, commit the journal, let healthy sinks flush, in under
         a second; what a sink could not write waits in the journal."""
         deadline = time.monotonic() + STOP_BUDGET_S
-        if self.exporter is not None:
-            self.exporter.stop()  # at most one poll interval
+        for server in self.servers:
+            server.stop()  # at once: it is woken
+        if self.page is not None:
+            self.page.close()
         for backend in self._started_inputs:
             try:
                 backend.stop()

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, Optional
 
 from core.options import Option, SettingsError, show, validate
 from web.listen import DEFAULT_HOST, check_listen, parse_listen, where
-from web.server import Request, Response, Route, Server
+from web.server import Request, Response, Route
 from web.state import health
 
 OPTIONS: Dict[str, Option] = {
@@ -146,8 +146,8 @@ class PowerCollector:
 
 
 class Exporter:
-    """The HTTP server and its collector; start() raises OSError if the
-    address cannot be bound."""
+    """The collector and the routes that serve it (the Service puts them on
+    a web.server.Server)."""
 
     def __init__(self, setup: MetricsSetup, snapshot, log: logging.Logger) -> None:
         from prometheus_client import CollectorRegistry
@@ -159,17 +159,11 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PowerCollector(snapshot))
         ProcessCollector(registry=self.registry)
-        self._server: Any = None  # a web.server.Server once started
 
     def routes(self) -> Dict[str, Route]:
-        return {"/metrics": self._metrics, "/healthz": self._healthz}
-
-    def start(self) -> None:
-        routes = {**self.routes(), "/": self._index}
-        address = (self.setup.host, self.setup.port)
-        self._server = Server(address, routes, self.log, "metrics")
-        self._server.start()
-        self.log.info("serving /metrics and /healthz on http://%s", self.setup.where)
+        """/metrics, /healthz, and / saying so (a page on the same port
+        takes / over)."""
+        return {"/metrics": self._metrics, "/healthz": self._healthz, "/": self._index}
 
     def _metrics(self, request: Request) -> Response:
         from prometheus_client.exposition import choose_encoder
@@ -185,8 +179,3 @@ class Exporter:
     def _index(self, request: Request) -> Response:
         body = b'power exporter: <a href="/metrics">/metrics</a>, /healthz\n'
         return Response(200, body, "text/html; charset=utf-8")
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None

@@ -66,6 +66,7 @@ class SinkState:
     backlog: Optional[int]  # None until the sink's position is known
     failing_for_s: Optional[float]  # None while it works
     last_write: Optional[float]  # epoch seconds of its last successful write
+    last_error: str  # its failing streak's latest error, unmasked ("" if healthy)
     waiting_for_s: float  # how long its oldest waiting reading has waited
 
 
@@ -160,6 +161,7 @@ class StateReader:
                     backlog=max(0, end - cursor) if cursor >= 0 else None,
                     failing_for_s=r.failing_for_s,
                     last_write=r.last_write,
+                    last_error=r.last_error,
                     waiting_for_s=0.0 if since is None else mono - since,
                 )
             )
