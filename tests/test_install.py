@@ -507,6 +507,28 @@ def test_systemd_unit_follows_the_settings_paths(staged: Staged) -> None:
     assert "PrivateTmp=no" in res.stdout
 
 
+def test_a_page_on_port_80_as_a_user_gets_the_one_capability_it_needs(staged):
+    """WEB on port 80, run as a user: the unit lets that user open the port
+    (and nothing more); the init.d script, which cannot, refuses it."""
+    staged.ws.write(FAST, WEB={"listen": "0.0.0.0:80"})
+    res = staged.install("--systemd", user="nobody")
+    assert res.returncode == 0, output(res)
+    values = unit_values(staged.unit.read_text())
+    assert values["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert values["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    assert "WEB['listen'] port 80" in res.stdout
+    assert staged.uninstall().returncode == 0
+    res = staged.install(user="nobody")  # init.d
+    assert res.returncode == 2, output(res)
+    assert "WEB['listen'] port 80 is below 1024" in res.stderr
+    assert "--systemd" in res.stderr and "Traceback" not in res.stderr
+    # Above 1023, or as root, nothing of the kind.
+    staged.ws.write(FAST, WEB={"listen": "0.0.0.0:8080"})
+    res = staged.install("--systemd", user="nobody")
+    assert res.returncode == 0, output(res)
+    assert "AmbientCapabilities" not in staged.unit.read_text()
+
+
 # Installing, reinstalling, uninstalling ---------------------------------------------
 
 

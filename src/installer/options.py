@@ -9,7 +9,7 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 # The source tree this installer came with: src/ and init.d/ are in it.
 TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,6 +98,8 @@ class SettingsPaths:
     data_dir: str = DEFAULT_DATA_DIR
     logfile: Optional[str] = None
     sink_files: List[str] = field(default_factory=list)
+    # Ports below 1024 it listens on: "WEB['listen']" -> 80
+    low_ports: Dict[str, int] = field(default_factory=dict)
 
 
 def default_python() -> str:

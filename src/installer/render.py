@@ -134,6 +134,19 @@ def plan_unit(cfg: Config, paths: SettingsPaths) -> UnitPlan:
                 "with it"
             )
 
+    if cfg.user and paths.low_ports:
+        # Only root may open a port below 1024; this one capability lets the
+        # service's user open it, and nothing else.
+        identity += [
+            "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+            "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        ]
+        ports = ", ".join(f"{k} port {v}" for k, v in paths.low_ports.items())
+        notes.append(
+            f"AmbientCapabilities=CAP_NET_BIND_SERVICE: {ports} is below 1024, "
+            f"which only root may open; {cfg.user} may open it with this"
+        )
+
     writable = [paths.data_dir, os.path.dirname(cfg.pidfile)]
     if paths.logfile:
         writable.append(os.path.dirname(paths.logfile))

@@ -14,6 +14,7 @@ from installer.options import (
     check_safe,
     warn,
 )
+from web.listen import parse_listen
 
 
 def _settings_path(value: object, name: str, settings: str) -> Optional[str]:
@@ -72,6 +73,15 @@ def read_settings(path: str, required: bool) -> SettingsPaths:
                 sink_path = _settings_path(sink.get("path"), where, path)
                 if sink_path:
                     found.sink_files.append(sink_path)
+    for name in ("WEB", "METRICS"):
+        given = names.get(name)
+        if isinstance(given, dict) and "listen" in given:
+            try:
+                _, port = parse_listen(given["listen"])
+            except ValueError:
+                continue  # the daemon says what is wrong with it
+            if port < 1024:
+                found.low_ports[f"{name}['listen']"] = port
     check_safe("DATA_DIR", found.data_dir)
     if found.logfile:
         check_safe("LOGFILE", found.logfile)

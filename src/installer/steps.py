@@ -52,6 +52,14 @@ def install(cfg: Config, act: Actions) -> None:
             f"{PROG} --uninstall first, then install again"
         )
     paths = read_settings(cfg.settings, required=cfg.real)
+    if cfg.user and paths.low_ports and not cfg.systemd:
+        setting, port = next(iter(paths.low_ports.items()))
+        raise UsageError(
+            f"{setting} port {port} is below 1024, which only root may open, "
+            f"and the init.d script runs power as {cfg.user}: choose a port "
+            "above 1023 (8080, say), or install the systemd unit (--systemd), "
+            "which lets the user open it"
+        )
     if cfg.systemd:
         plan = plan_unit(cfg, paths)
         for note in plan.notes:
