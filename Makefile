@@ -36,7 +36,8 @@ test: venv
 # Core throughput, idle CPU and disk writes; memory, syncs and wakeups
 # beside an earlier version (block-device figures need root); then the
 # network sinks; then a fleet of 50 daemons into one broker and one InfluxDB
-# (about 12 minutes).
+# (about 12 minutes); then the live path, the page and the commit interval's
+# cost (about 30 minutes; the card's figures need root).
 bench: venv
 	$(PY) bench/run.py
 	$(PY) bench/lean.py
@@ -44,6 +45,7 @@ bench: venv
 	$(PY) bench/fleet.py
 	$(PY) bench/cpu.py
 	$(PY) bench/influxlines.py
+	$(PY) bench/live.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
