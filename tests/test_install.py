@@ -741,7 +741,9 @@ def test_not_root_on_real_system_exits_2(open_tmp: Path) -> None:
     copy = open_tmp / "installer"
     shutil.copytree(ROOT / "init.d", copy / "init.d")
     shutil.copy2(INSTALLER, copy / INSTALLER.name)
-    shutil.copytree(SRC / "installer", copy / "src" / "installer")
+    shutil.copytree(  # the installer's body and the rooms it stands on
+        SRC, copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     for p in [copy, *copy.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     python = python_for(prefix, open_tmp, "import sys")
