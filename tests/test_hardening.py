@@ -402,6 +402,58 @@ def test_csv_tail_lost_to_a_fault_is_written_again_from_the_journal(ws, tmp_path
     assert "writing them again from the journal" in res.stderr
 
 
+@pytest.mark.parametrize("nuls", [4096, 70_000])
+def test_a_tail_of_nul_bytes_is_cut_and_nothing_before_it(ws, tmp_path, nuls):
+    """ext4 after a power cut during delayed allocation: the file's length
+    went to disk, its last blocks did not, and read back as NUL bytes. Only
+    those go, however many, whatever the journal still holds (retention
+    pruned the old rows here)."""
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(3000)])
+    whole = ws.csv.read_bytes()
+    conn = sqlite3.connect(ws.data / "journal.sqlite3")
+    conn.execute("DELETE FROM readings WHERE seq < 2990")  # as retention would
+    conn.commit()
+    conn.close()
+    ws.csv.write_bytes(whole + b"\0" * nuls)
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 4000 + i for i in range(10)])
+    assert ws.csv.read_bytes().startswith(whole)
+    assert _pulses(ws) == list(range(1, 3011))
+    assert f"ended in {nuls} bytes that are no reading" in res.stderr
+    assert f"keeping the {len(whole)} bytes before" in res.stderr
+
+
+def test_a_garbage_last_line_with_its_newline_is_damage_too(ws, tmp_path):
+    """kill -9 between the CSV's write and the saved position, and a line
+    that is no row at the end: not taken for the last row written (that
+    would send every reading after the saved position again)."""
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(2000)])
+    _file_cursor(ws, 10)  # the position saved before the crash
+    whole = ws.csv.read_bytes()
+    ws.csv.write_bytes(whole + b"2024-05-01T12:0\x00\x00garbage,,\n")
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 3000 + i for i in range(10)])
+    assert _pulses(ws) == list(range(1, 2011))  # no duplicate, none missing
+    assert ws.csv.read_bytes().startswith(whole)
+    assert "bytes that are no reading" in res.stderr
+
+
+def test_a_file_that_is_not_a_csv_of_power_is_never_cut(ws, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list\nmilk\n" + "x" * 5000)
+    before = notes.read_bytes()
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[{"type": "file", "path": str(notes)}],
+        DRAIN_TIMEOUT_S=1,
+    )
+    replay = write_replay(tmp_path / "a.txt", [T0 + i for i in range(5)])
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 1, res.stderr
+    assert "is not a CSV file of power's" in res.stderr
+    assert "give the file sink another 'path'" in res.stderr
+    assert notes.read_bytes() == before
+    _no_traceback(res)
+
+
 def test_kill_9_with_batch_size_changed_between_restarts(ws, tmp_path):
     """Real kill -9 of a fast replay, restarted with ever smaller batches."""
     times = [T0 + i for i in range(100_000)]

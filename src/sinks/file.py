@@ -17,17 +17,67 @@ without a clock may boot with one earlier than the file's last line.
 from __future__ import annotations
 
 import os
-from typing import IO, Dict, List, Optional, Sequence
+import re
+from typing import IO, Dict, List, Optional, Sequence, Tuple
 
-from core.csvformat import HEADER, HEADER_V1, csv_line
+from core.csvformat import HEADER, HEADER_V1, csv_line, parse_time
 from core.meter import Reading
 from core.options import Option
 from sinks.base import Sink, SinkError
 
-TAIL_BYTES = 4096
+CHUNK_BYTES = 65536  # the tail is read back in steps of this size
 # The columns every version of the file has (a later column, such as
 # estimate, may be missing from a file begun before it existed).
 KEY_FIELDS = HEADER_V1.count(",") + 1
+HEADERS = (HEADER, HEADER_V1)
+
+
+NAME_RE = re.compile(rb"[A-Za-z0-9_-]{1,64}")
+
+
+def is_row(line: bytes) -> bool:
+    """A row the sink could have written: its time, a meter's name (any:
+    the file may hold a renamed meter's rows, which are history), a pulse
+    count and an energy. Anything else at the file's end (NUL bytes a
+    power cut left, a line cut short and another run together with it,
+    garbage) is damage."""
+    fields = line.split(b",")
+    if len(fields) < KEY_FIELDS or not fields[2].isdigit():
+        return False
+    if not NAME_RE.fullmatch(fields[1]):
+        return False
+    try:
+        parse_time(fields[0].decode("ascii"))
+        float(fields[3])
+    except (UnicodeDecodeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+def last_good_line(f: IO[bytes], size: int) -> Tuple[int, Optional[bytes]]:
+    """(offset just after it, the line) of the file's last line that is the
+    header or a row (is_row), read back from the end in steps, however long
+    the damage after it; (0, None) when there is none."""
+    pos = size  # buf holds the file's bytes [pos, pos + len(buf))
+    buf = b""
+    newline = None  # offset of the newline that ends the candidate line
+    while True:
+        limit = size if newline is None else newline
+        k = buf.rfind(b"\n", 0, limit - pos)
+        while k < 0 and pos > 0:
+            start = max(0, pos - CHUNK_BYTES)
+            f.seek(start)
+            buf = f.read(pos - start) + buf[: limit - pos]
+            pos = start
+            k = buf.rfind(b"\n", 0, limit - pos)
+        before = pos + k if k >= 0 else -1  # the newline before, or none
+        if newline is not None:  # the complete line (before, newline)
+            line = buf[before + 1 - pos : newline - pos]
+            if line in (HEADER.encode(), HEADER_V1.encode()) or is_row(line):
+                return newline + 1, line
+        if before < 0:
+            return 0, None
+        newline = before
 
 
 def _not_a_directory(path: str) -> Optional[str]:
@@ -57,15 +107,13 @@ class FileSink(Sink):
         try:
             with open(options["path"], "rb") as f:
                 size = f.seek(0, os.SEEK_END)
-                f.seek(max(0, size - TAIL_BYTES))
-                lines = f.read().split(b"\n")
+                _, line = last_good_line(f, size)
         except OSError:
             return {}
-        for raw in reversed(lines[1:] if len(lines) > 1 else lines):
-            fields = raw.decode("utf-8", "replace").split(",")
-            if len(fields) >= KEY_FIELDS and fields[2].isdigit():
-                return {fields[1]: int(fields[2])}
-        return {}
+        if line is None or line.decode() in HEADERS:
+            return {}
+        fields = line.decode().split(",")
+        return {fields[1]: int(fields[2])}
 
     def open(self) -> None:
         try:
@@ -81,11 +129,11 @@ class FileSink(Sink):
             if last is None:
                 f.write((HEADER + "\n").encode())
                 f.flush()
-            self._skip_through = None if last in (None, HEADER, HEADER_V1) else last
+            self._skip_through = None if last in (None, *HEADERS) else last
             # A file cut to zero lost its readings: all the journal holds go
             # again. One with just its header was started by this sink (or a
             # rotation): its saved position stands.
-            if existed and last not in (HEADER, HEADER_V1):
+            if existed and last not in HEADERS:
                 self._resume_line = "" if last is None else last
             self._estimate_column = self._first_line(f) != HEADER_V1
             if not self._estimate_column:
@@ -108,29 +156,45 @@ class FileSink(Sink):
         return first
 
     def _repair_tail(self, f: IO[bytes]) -> Optional[str]:
-        """Return the last complete line (None for an empty file), cutting
-        off a partial line a crash may have left."""
+        """Return the last good line (None for an empty file), cutting off
+        whatever a crash left after it, however long: a partial line, NUL
+        bytes (ext4 after a power cut during delayed allocation), garbage
+        with or without a newline. Never more: the rows before it stay."""
         size = f.seek(0, os.SEEK_END)
         if size == 0:
             return None
-        start = max(0, size - TAIL_BYTES)
-        f.seek(start)
-        tail = f.read()
-        if not tail.endswith(b"\n"):
-            cut = tail.rfind(b"\n")
-            keep = start + cut + 1 if cut >= 0 else 0
+        self._check_ours(f)
+        keep, line = last_good_line(f, size)
+        if keep < size:
             self.log.warning(
-                "%s ended in a partial line (an earlier crash); removed it, "
-                "the journal gives its reading again",
+                "%s ended in %d bytes that are no reading (a crash or power cut "
+                "left them); removed them, keeping the %d bytes before; the "
+                "journal gives any reading they held again",
                 self.path,
+                size - keep,
+                keep,
             )
             f.truncate(keep)
-            f.seek(0, os.SEEK_END)
-            if keep == 0:
-                return None
-            tail = tail[: cut + 1]
-        lines = tail.rstrip(b"\n").split(b"\n")
-        return lines[-1].decode("utf-8", "replace")
+        f.seek(0, os.SEEK_END)
+        return None if line is None else line.decode()
+
+    def _check_ours(self, f: IO[bytes]) -> None:
+        """Refuse a file that is not a CSV of power's: its tail would be
+        taken for damage. A first line of NUL bytes is a new file whose
+        start a power cut lost."""
+        f.seek(0)
+        first = f.readline(len(HEADER) + 2).rstrip(b"\n")
+        f.seek(0, os.SEEK_END)
+        text = first.decode("utf-8", "replace")
+        if text in HEADERS or HEADER.startswith(text) or not first.strip(b"\x00"):
+            return  # ours, ours cut short, or lost to a power cut
+        shown = first[:40].decode("utf-8", "replace")
+        raise SinkError(
+            f"{self.path} is not a CSV file of power's (its first line is "
+            f"{shown!r}, not the header {HEADER!r}); move it aside or give the "
+            "file sink another 'path'",
+            retry=False,
+        )
 
     def resume_after(self, find) -> Optional[int]:
         line, self._resume_line = self._resume_line, None
