@@ -454,6 +454,58 @@ def test_a_file_that_is_not_a_csv_of_power_is_never_cut(ws, tmp_path):
     _no_traceback(res)
 
 
+def _edges(path, edges) -> None:
+    """A recorded edge file (watch --record): (mono ns, wall s, kind)."""
+    lines = ["# power edges v1: MONO_NS WALL_S KIND"]
+    lines += [f"{mono} {wall!r} {kind}" for mono, wall, kind in edges]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_recorded_edges_with_the_clock_stepped_back_replay_once(ws, tmp_path):
+    """The wall clock stepped back an hour inside a recording: replayed
+    twice, the second replay counts nothing again and adds no reading."""
+    edges = []
+    for i in range(100):
+        mono = 1_000_000_000_000 + i * 2_000_000_000  # a flash every 2 s
+        wall = T0 + i * 2.0 - (3600 if i >= 50 else 0)  # stepped back at 50
+        edges += [(mono, wall, "S"), (mono + 50_000_000, wall + 0.05, "E")]
+    recording = tmp_path / "stepped.edges"
+    _edges(recording, edges)
+    args = ("--replay", str(recording), "--speed", "0", "--nodaemon", "-q")
+    first = ws.power(*args)
+    assert first.returncode == 0, first.stderr
+    rows = read_csv(ws.csv)
+    assert _pulses(ws) == list(range(1, 101))
+    again = ws.power(*args)
+    assert again.returncode == 0, again.stderr
+    assert read_csv(ws.csv) == rows  # nothing counted twice, no estimate added
+    assert "100 replayed pulses" in again.stderr
+
+
+def test_no_reading_derived_from_a_huge_monotonic_gap_leaves_the_range(ws, tmp_path):
+    """Edges 90 years apart on the monotonic clock: their own times are in
+    range, but estimates stamped from the gap would be dated past 2100."""
+    gap = 90 * 365 * 86400 * 1_000_000_000
+    edges = []
+    for i, mono in enumerate((0, 2_000_000_000, 4_000_000_000, gap)):
+        wall = T0 + i * 2.0
+        edges += [(mono + 1, wall, "S"), (mono + 50_000_001, wall + 0.05, "E")]
+    recording = tmp_path / "gap.edges"
+    _edges(recording, edges)
+    res = ws.power("--replay", str(recording), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 0, res.stderr
+    times = [r["time"] for r in read_csv(ws.csv)]
+    assert times and all("2000" <= t < "2100" for t in times), times
+    conn = sqlite3.connect(ws.data / "journal.sqlite3")
+    (late,) = conn.execute(
+        "SELECT count(*) FROM readings WHERE time >= 4102444800"
+    ).fetchone()
+    conn.close()
+    assert late == 0
+    assert "skipped" not in res.stderr  # no sink had to skip one
+    _no_traceback(res)
+
+
 def test_kill_9_with_batch_size_changed_between_restarts(ws, tmp_path):
     """Real kill -9 of a fast replay, restarted with ever smaller batches."""
     times = [T0 + i for i in range(100_000)]

@@ -27,7 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from core import rejects
 from core.meter import Reading
-from core.replayfile import LATEST
+from core.timebounds import LATEST
 
 FILENAME = "journal.sqlite3"
 MARK_FILENAME = "journal.mark"  # the high-water mark, beside the journal
@@ -441,14 +441,16 @@ class Journal:
     def last_pulse_time(self, meter: str) -> Optional[float]:
         """The time of the meter's newest counted pulse (None if none): a
         replay must not count a pulse at or before it again."""
-        # A time no pulse can have (a row left by an older version that
-        # accepted it) is not the newest pulse.
+        # The latest, not the last written: a clock stepped back inside a
+        # recording wrote later pulses with earlier times, and a replay of it
+        # must count none of them again. A time no pulse can have (a row left
+        # by an older version that accepted it) is not the newest pulse.
         row = self.conn.execute(
-            "SELECT time FROM readings WHERE meter = ? AND NOT estimate "
-            "AND time < ? ORDER BY seq DESC LIMIT 1",
+            "SELECT max(time) FROM readings WHERE meter = ? AND NOT estimate "
+            "AND time < ?",
             (meter, LATEST),
         ).fetchone()
-        if row is None:  # pruned to the newest row, which is an estimate
+        if row is None or row[0] is None:  # pruned to an estimate, or none
             row = self.conn.execute(
                 "SELECT min(time) FROM readings WHERE meter = ?", (meter,)
             ).fetchone()

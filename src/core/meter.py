@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Tuple
 
 from core.edgekinds import END, PULSE, START, EdgeKinds
+from core.timebounds import LATEST
 
 NS_PER_S = 1_000_000_000
 
@@ -320,6 +321,10 @@ class Meter:
             self.already_counted += 1  # a replayed pulse the journal has
             self._last_ns = t_mono_ns
             self._last_wall = t_wall
+            # Its estimates and idle reading are in the journal too (or were
+            # never made): none from here until a new pulse.
+            self._next_estimate_ns = None
+            self._idle_reported = True
             return readings
         self.pulses += 1
         self._last_ns = t_mono_ns
@@ -367,6 +372,9 @@ class Meter:
         due = self._next_estimate_ns
         while due is not None and due <= t_mono_ns:
             interval = (due - self._last_ns) / NS_PER_S
+            if self._last_wall + interval >= LATEST:  # a gap of decades
+                self._next_estimate_ns = None
+                break
             out.append(
                 Reading(
                     self._last_wall + interval,
@@ -387,6 +395,8 @@ class Meter:
         self._idle_reported = True
         self._next_estimate_ns = None
         timeout = self._idle_ns / NS_PER_S
+        if self._last_wall + timeout >= LATEST:
+            return out
         out.append(
             Reading(
                 self._last_wall + timeout,

@@ -25,12 +25,8 @@ from typing import IO, Iterator, List, Optional, Tuple
 
 from core.csvformat import HEADER, HEADER_V1, format_time, parse_time
 from core.meter import END, NS_PER_S, PULSE, START
+from core.timebounds import EARLIEST, LATEST
 
-# Pulse times outside these bounds are typing or clock mistakes, and some
-# sinks cannot store them at all (a CSV time past year 9999, an InfluxDB
-# point past 2262): refused up front rather than jamming a sink later.
-EARLIEST = 946_684_800.0  # 2000-01-01T00:00:00Z
-LATEST = 4_102_444_800.0  # 2100-01-01T00:00:00Z
 MAX_LINE = 4096  # characters; a longer line is not a pulse
 CHECK_CHUNK = 1 << 18  # characters the up-front check takes at a time
 
