@@ -506,6 +506,30 @@ def test_no_reading_derived_from_a_huge_monotonic_gap_leaves_the_range(ws, tmp_p
     _no_traceback(res)
 
 
+@pytest.mark.slow
+def test_a_reading_dated_2099_does_not_stop_retention(ws, tmp_path):
+    """A replayed pulse dated 2099 early in the journal, then a live meter:
+    rows older than RETENTION_DAYS are still pruned (the first prune comes
+    a minute after start)."""
+    _replay(ws, tmp_path, "future.txt", [4_070_000_000.0])  # 2098-12-22
+    ws.write(
+        {"backend": "simulated", "watts": 36_000, "speed": 1},
+        RETENTION_DAYS=0.0003,  # 26 s
+        LOGFILE=str(ws.logfile),
+    )
+    proc = subprocess.Popen(
+        power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: "pruned" in ws.log(), timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert re.search(r"pruned \d+ old readings", ws.log()), ws.log()
+
+
 def test_kill_9_with_batch_size_changed_between_restarts(ws, tmp_path):
     """Real kill -9 of a fast replay, restarted with ever smaller batches."""
     times = [T0 + i for i in range(100_000)]

@@ -52,3 +52,21 @@ def test_prune_leaves_young_rows_whatever_the_cursors(tmp_path):
     journal.commit()
     assert journal.prune(now - 30 * DAY, ["file"]) == 0
     journal.close()
+
+
+def test_a_reading_far_in_the_future_holds_no_retention_hostage(tmp_path):
+    """One reading dated 2099 (a clock decades ahead) among old ones: the
+    old ones still go."""
+    path = str(tmp_path / "journal.sqlite3")
+    journal = Journal(path, logging.getLogger("test"))
+    journal.append(_reading(4_070_000_000.0, 1))  # 2098-12-22
+    old = time.time() - 40 * DAY
+    for i in range(2, 102):
+        journal.append(_reading(old + i, i))
+    journal.commit()
+    journal.cursors.advance("file", 101)
+    journal.commit()
+    now = time.time()
+    removed = journal.prune(now - 30 * DAY, ["file"], until=now + DAY)
+    assert removed == 99  # all old ones but the meter's newest row
+    journal.close()

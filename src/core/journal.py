@@ -531,8 +531,12 @@ class Journal:
     def _save_cursors(self, cursors: Dict[str, int]) -> None:
         self.conn.executemany(SAVE_CURSOR, cursors.items())
 
-    def prune(self, before: float, sinks: Iterable[str]) -> int:
-        """Delete readings older than `before` that every sink has passed."""
+    def prune(
+        self, before: float, sinks: Iterable[str], until: float = float("inf")
+    ) -> int:
+        """Delete readings older than `before` that every sink has passed.
+        A reading dated `until` or later (a clock that was decades ahead, a
+        replayed future) is no sign that the rows after it are young."""
         names = list(sinks)
         conn = self.conn
         floor = self.last_seq
@@ -547,7 +551,9 @@ class Journal:
         # Rows are in time order, so the first young row bounds what may go;
         # finding it reads only the old rows, not the whole journal.
         young = conn.execute(
-            "SELECT seq FROM readings WHERE time >= ? ORDER BY seq LIMIT 1", (before,)
+            "SELECT seq FROM readings WHERE time >= ? AND time < ? "
+            "ORDER BY seq LIMIT 1",
+            (before, until),
         ).fetchone()
         bound = min(floor + 1, young[0] if young else floor + 1)
         # Each meter's newest row stays: it holds the meter's count, and

@@ -46,6 +46,9 @@ COMMIT_ROWS = 2000
 # of their own) only when no reading came for this long. A position lost to
 # a crash only sends a few readings again to sinks where that is harmless.
 CURSOR_SAVE_S = 60.0
+# A reading dated more than this ahead of the clock is from a clock gone
+# wrong, not a young one: retention prunes past it.
+FUTURE_S = 86400.0
 
 
 class EdgeSource(Protocol):
@@ -311,9 +314,10 @@ class Monitor:
             self.log.warning("cannot read register offsets: %s", exc)
 
     def _prune(self) -> None:
+        now = time.time()
         try:
             removed = self.journal.prune(
-                time.time() - self.retention_s, self.sink_names
+                now - self.retention_s, self.sink_names, until=now + FUTURE_S
             )
         except sqlite3.Error as exc:
             self.log.warning("cannot prune the journal: %s", exc)
