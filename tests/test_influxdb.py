@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 from conftest import (
@@ -197,6 +198,39 @@ def test_bad_credentials_are_reported_once_and_other_sinks_go_on(tmp_path, ws):
     assert "check username and password" in res.stderr
     assert "wrong-Secret-42" not in res.stderr + res.stdout + status.stdout
     assert "sink influxdb: backlog 30 readings" in status.stdout
+
+
+def test_a_schema_conflict_every_point_hits_is_a_failing_sink(ws, influx, tmp_path):
+    """The measurement already has "pulses" as a float (another program
+    wrote it): every pulse is refused for that. Not bad data to skip point
+    by point: the sink fails, says once what conflicts and how to fix it,
+    keeps every reading, and delivers them all once the conflict is gone."""
+    influx.query("CREATE DATABASE power", db="")
+    urllib.request.urlopen(
+        influx.url + "/write?db=power",
+        data=b"power,meter=other pulses=1.5,energy_kwh=0.1 %d" % int(T0 * 1e9),
+    ).read()
+    ws.write(
+        {"backend": "simulated"},
+        SINKS=[{"type": "file", "path": str(ws.csv)}, influx_sink(influx)],
+        DRAIN_TIMEOUT_S=3,
+    )
+    replay = write_replay(tmp_path / "p.txt", [T0 + i * 60 for i in range(100)])
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 1, res.stderr  # it could not drain
+    errors = [line for line in res.stderr.splitlines() if " ERROR " in line]
+    conflicts = [line for line in errors if "already holds field" in line]
+    assert len(conflicts) == 1, errors
+    assert "'pulses' as float" in conflicts[0] and "integer" in conflicts[0]
+    assert "another 'measurement'" in conflicts[0]
+    assert "skipped" not in res.stderr
+    status = ws.power("--status")
+    assert "sink influxdb: backlog 100 readings" in status.stdout
+    influx.query('DROP MEASUREMENT "power"')  # the user's fix
+    empty = write_replay(tmp_path / "empty.txt", [])
+    res = ws.power("--replay", str(empty), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 0, res.stderr
+    assert influx.count() == 100
 
 
 def sink_of(server=None, **given) -> InfluxDBSink:

@@ -13,12 +13,15 @@ harmless: same series and time means the same point.
 Connection failures, timeouts and 5xx are retried by the runner; a 4xx that
 cannot heal (bad credentials) is reported with the server's words and
 retried only at the longest backoff; a 400 for the points themselves (a
-field type conflict) has the runner skip just the refused points.
+time out of range) has the runner skip just the refused points, but a field
+type conflict, which every point with that field hits, is a failing sink
+that names the conflict and the fix, and keeps the readings.
 """
 
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 from typing import Any, Dict, List, Optional, Sequence
@@ -230,6 +233,19 @@ class InfluxDBSink(Sink):
                 )
             if exc.code == 404 and "database not found" in content:
                 return SinkError(f"{where}: database not found: {content}")
+            conflict = TYPE_CONFLICT.search(content)
+            if conflict:
+                # The measurement's schema, not a point: every point with that
+                # field is refused, so the sink fails (once, with the fix)
+                # and keeps every reading rather than skip them one by one.
+                field, measurement, ours, theirs = conflict.groups()
+                return SinkError(
+                    f"{where}: measurement {measurement!r} already holds field "
+                    f"{field!r} as {theirs}, and power writes it as {ours}, so "
+                    "InfluxDB refuses every such point; give the sink another "
+                    "'measurement' (or 'database'), or drop that measurement "
+                    "if nothing in it is needed; the readings wait in the journal"
+                )
             if exc.code in (400, 413, 422) and not _settings_problem(content):
                 # Refused for what the points hold (a field type conflict, a
                 # time out of range): the runner finds and skips those.
@@ -268,6 +284,14 @@ class InfluxDBSink(Sink):
             except Exception:  # closing must never fail the stop
                 pass
             self.client = None
+
+
+# InfluxDB 1.x: 'partial write: field type conflict: input field "pulses" on
+# measurement "power" is type integer, already exists as type float dropped=1'
+TYPE_CONFLICT = re.compile(
+    r'field type conflict: input field "([^"]*)" on measurement "([^"]*)" is '
+    r"type (\w+), already exists as type (\w+)"
+)
 
 
 def _settings_problem(content: str) -> bool:
