@@ -194,7 +194,9 @@ def split_command(argv: List[str]) -> Optional[Tuple[str, List[str]]]:
         elif word in VALUE_OPTIONS:
             skip = True
         elif word in SUBCOMMANDS:
-            return word, argv[i + 1 :] + argv[:i]
+            # The global options go first: after the command's own words a
+            # "--" would make them arguments ("register -- -5").
+            return word, argv[:i] + argv[i + 1 :]
         elif not word.startswith("-"):
             return None  # a stray word: the main parser says what is wrong
     return None
@@ -209,6 +211,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     quietly (the monitor installs handlers of its own)."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _interrupted)
+    # `power.py register` asks a running power to commit with SIGUSR1: never
+    # fatal, also before the monitor's own handler is set.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     try:
         return _main(argv)
     except Interrupted as exc:

@@ -530,6 +530,27 @@ def test_a_reading_dated_2099_does_not_stop_retention(ws, tmp_path):
     assert re.search(r"pruned \d+ old readings", ws.log()), ws.log()
 
 
+@pytest.mark.parametrize(
+    "mark, says",
+    [
+        ('{"seq": 9223372036854775808, "meters": {"house": 5}}', "beyond any count"),
+        ('{"seq": 5, "meters": {"house": 9223372036854775807}}', "beyond any count"),
+        ("garbage", "is not a mark"),
+        ("", "is empty"),
+        ('{"seq": -1, "meters": {}}', "negative"),
+        ('{"seq": 1, "meters": {"house": 1}}', "is behind the journal"),
+    ],
+)
+def test_a_bad_journal_mark_is_said_and_loses_nothing(ws, tmp_path, mark, says):
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(100)])
+    (ws.data / "journal.mark").write_text(mark)
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 200 + i for i in range(100)])
+    assert says in res.stderr, res.stderr
+    assert "journal.mark" in res.stderr
+    assert _pulses(ws) == list(range(1, 201))
+    _no_traceback(res)
+
+
 def test_kill_9_with_batch_size_changed_between_restarts(ws, tmp_path):
     """Real kill -9 of a fast replay, restarted with ever smaller batches."""
     times = [T0 + i for i in range(100_000)]

@@ -5,6 +5,7 @@ up; all through the CLI on real journals."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import subprocess
 
 import pytest
@@ -139,3 +140,143 @@ def test_register_errors(ws):
     res = register(ws, "5")
     assert res.returncode == 2 and "name one with --meter" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_with_power_running_the_offset_is_taken_against_the_live_count(ws):
+    """Commits come every 30 s; at 10 pulses a second the last committed
+    count is far behind the meter's. The register is set against the count
+    the meter has when the reading is stamped."""
+    import json
+    import signal
+    import sqlite3
+    import urllib.request
+
+    from conftest import pid_alive
+    from servers import free_port
+
+    port = free_port()
+    ws.write(
+        {"backend": "simulated", "watts": 36_000, "speed": 1},
+        COMMIT_INTERVAL_S=30,
+        WEB={"listen": f"127.0.0.1:{port}"},  # to see the live count
+    )
+
+    def live_count() -> int:
+        url = f"http://127.0.0.1:{port}/api/state"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)["meters"][0]["pulses"]
+        except OSError:
+            return 0
+
+    assert ws.power("--pidfile", str(ws.pidfile)).returncode == 0
+    pid = int(ws.pidfile.read_text())
+    journal = ws.data / "journal.sqlite3"
+
+    def committed() -> int:
+        conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        finally:
+            conn.close()
+
+    try:
+        # The first reading was committed at once; the next commit is 30 s
+        # away. Pulses the journal does not have yet:
+        wait_for(lambda: live_count() >= 20, 30)
+        assert committed() < 5
+        res = register(ws, "1000.000")
+        assert res.returncode == 0, res.stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(pid), 20)
+    conn = sqlite3.connect(journal)
+    at, pulses = conn.execute("SELECT time, pulses FROM registers").fetchone()
+    (live,) = conn.execute(
+        "SELECT pulses FROM readings WHERE time <= ? AND NOT estimate "
+        "ORDER BY seq DESC LIMIT 1",
+        (at,),
+    ).fetchone()
+    conn.close()
+    assert pulses >= 20  # not the last committed reading's count
+    assert abs(pulses - live) <= 1, (pulses, live)
+
+
+def test_after_a_lost_journal_the_offset_counts_from_the_mark(ws, tmp_path):
+    replay(ws, [T0 + i * 0.36 for i in range(5000)])  # 5.000 kWh
+    for suffix in ("", "-wal", "-shm"):
+        path = ws.data / f"journal.sqlite3{suffix}"
+        if path.exists():
+            path.unlink()  # the mark beside it stays
+    res = register(ws, "5000.010", "--at", local(T0 + 2000))
+    assert res.returncode == 0, res.stderr
+    replay(ws, [T0 + 2000 + i for i in range(1, 11)], "more.txt")  # 10 more
+    last = pulse_rows(read_csv(ws.csv))[-1]
+    assert last["pulses"] == "5010"
+    assert last["energy_kwh"] == "5000.02"  # 5000.010 typed, 10 pulses since
+
+
+def test_register_says_why_a_number_is_refused(ws):
+    for typed, why in (
+        ("-5", "a register reading is never negative"),
+        ("1e15", "not as a display shows it"),
+        ("99999999999", "more digits than a meter's register has"),
+        ("abc", "not a number"),
+        ("12345,6", "write the decimal point as a point: 12345.6"),
+    ):
+        res = subprocess.run(
+            power_cmd("--settings", str(ws.settings), "register", "--", typed),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 2, (typed, res.stderr)
+        assert f"register {typed!r}: {why}" in res.stderr, res.stderr
+        assert "--settings" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_readings_are_shown_as_typed_to_their_last_digit(ws):
+    replay(ws, [T0 + i * 3.6 for i in range(100)])
+    res = register(ws, "123456.7", "--at", local(T0 + 100))
+    assert res.returncode == 0, res.stderr
+    assert "register house: 123456.7 kWh at" in res.stdout
+    res = register(ws, "123456.75", "--at", local(T0 + 400))
+    assert res.returncode == 0, res.stderr
+    assert "register house: 123456.75 kWh at" in res.stdout
+    assert "'power.py register 123456.75 --meter house" in res.stdout
+    # Following that advice re-bases to the reading typed, not a rounding.
+    advice = res.stdout.split("'")[1].split()[2:]
+    assert ws.power("register", *advice).returncode == 0
+    replay(ws, [T0 + 500], "one.txt")
+    assert pulse_rows(read_csv(ws.csv))[-1]["energy_kwh"] == "123456.751"
+
+
+def test_a_lower_reading_is_refused_unless_replaced_and_can_be_withdrawn(ws):
+    replay(ws, [T0 + i * 3.6 for i in range(100)])
+    assert register(ws, "12345.6", "--at", local(T0 + 10)).returncode == 0
+    res = register(ws, "100", "--at", local(T0 + 360))  # a typo
+    assert res.returncode == 2, res.stdout
+    assert "below the reading before, 12345.6 kWh" in res.stderr
+    assert "--replaced" in res.stderr and "--withdraw" in res.stderr
+    # Recorded by mistake all the same (an older version took it): withdraw.
+    assert register(ws, "12345.7", "--at", local(T0 + 200)).returncode == 0
+    assert register(ws, "12399.9", "--at", local(T0 + 360)).returncode == 0
+    status = ws.power("--status").stdout
+    assert "register house: 12399.9 kWh" in status
+    res = register(ws, "--withdraw")
+    assert res.returncode == 0, res.stderr
+    assert "withdrew 12399.9 kWh" in res.stdout
+    assert "12345.7 kWh at" in res.stdout and "stands again" in res.stdout
+    status = ws.power("--status").stdout
+    assert "12399.9" not in status and "register house: 12345.7 kWh" in status
+    # A new meter: its lower reading starts a new series.
+    res = register(ws, "3.5", "--at", local(T0 + 380), "--replaced")
+    assert res.returncode == 0, res.stderr
+    assert "a new meter at 3.5 kWh" in res.stdout
+    assert "a new meter's reading 3.5 kWh" in ws.power("--status").stdout
+    res = register(ws, "--withdraw", "--withdraw")
+    assert res.returncode == 0
+    while register(ws, "--withdraw").returncode == 0:
+        pass
+    res = register(ws, "--withdraw")
+    assert res.returncode == 1 and "no register reading to withdraw" in res.stderr

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS skipped (
     count INTEGER NOT NULL,
     first_seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS flushed (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sink_errors (
     sink TEXT PRIMARY KEY,
     since REAL NOT NULL,
@@ -192,20 +196,45 @@ class Mark:
     meters: Dict[str, int]
 
 
-def read_mark(path: str) -> Optional[Mark]:
-    """The mark beside journal `path`; None if there is none or it is bad."""
+# A sequence or count this large is no count of pulses (2**62: a million a
+# second for 146,000 years), and at 2**63 SQLite's integers end.
+MARK_LIMIT = 1 << 62
+
+
+def inspect_mark(path: str) -> Tuple[Optional[Mark], Optional[str]]:
+    """The mark beside journal `path`, or why it cannot be used (None, None:
+    there is none)."""
     try:
         with open(mark_path(path), encoding="utf-8") as f:
-            data = json.load(f)
-        seq = data["seq"]
-        meters = data["meters"]
-        if isinstance(seq, int) and all(
-            isinstance(k, str) and isinstance(v, int) for k, v in meters.items()
-        ):
-            return Mark(seq, dict(meters))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return None
+            text = f.read(1 << 20)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot be read ({exc})"
+    if not text.strip():
+        return None, "is empty"
+    try:
+        data = json.loads(text)
+        seq, meters = data["seq"], data["meters"]
+    except (ValueError, KeyError, TypeError):
+        return None, "is not a mark (not its JSON)"
+    numbers = [seq] + (list(meters.values()) if isinstance(meters, dict) else [])
+    if not isinstance(meters, dict) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in numbers
+    ):
+        return None, "holds something else than whole numbers"
+    if not all(isinstance(k, str) for k in meters):
+        return None, "holds a meter that is not a name"
+    if any(v < 0 for v in numbers):
+        return None, "holds a negative number"
+    if any(v >= MARK_LIMIT for v in numbers):
+        return None, "holds a number beyond any count (2**62 or more)"
+    return Mark(seq, dict(meters)), None
+
+
+def read_mark(path: str) -> Optional[Mark]:
+    """The mark beside journal `path`; None if there is none or it is bad."""
+    return inspect_mark(path)[0]
 
 
 def write_mark(path: str, mark: Mark) -> None:
@@ -315,7 +344,28 @@ class Journal:
         """Compare with the mark and the sinks' records: a journal deleted,
         cut or rolled back must be said loudly, and its pulse numbers and
         sequence numbers must never be handed out again."""
-        mark = read_mark(self.path)
+        mark, problem = inspect_mark(self.path)
+        if problem:
+            self.log.warning(
+                "the journal's mark %s %s; it is ignored and written anew from "
+                "the journal, which holds sequence %d and counts %s",
+                mark_path(self.path),
+                problem,
+                self.last_seq,
+                ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
+                or "none",
+            )
+        elif mark is not None and (
+            mark.seq < self.last_seq
+            or any(mark.meters.get(k, 0) < v for k, v in self._counts.items())
+        ):
+            self.log.warning(
+                "the journal's mark %s is behind the journal (sequence %d, the "
+                "journal %d): written anew from the journal",
+                mark_path(self.path),
+                mark.seq,
+                self.last_seq,
+            )
         lost: List[str] = []
         if mark is not None and self.last_seq < mark.seq:
             lost.append(f"sequence {mark.seq} before, {self.last_seq} now")
@@ -464,15 +514,22 @@ class Journal:
     def pending(self) -> int:
         return len(self._pending)
 
-    def commit(self) -> bool:
+    def commit(self, flushed_at: Optional[float] = None) -> bool:
         """Write the pending readings and sink positions in one transaction.
 
         Returns True when readings were committed. On failure (a full disk,
         an I/O error) they stay pending and the error is raised for the
-        caller to log; the next commit tries again.
+        caller to log; the next commit tries again. `flushed_at` (a wall
+        time) is saved with it, for `power.py register`, which asked for
+        this commit and waits to see everything counted until then.
         """
         cursors = self.cursors.take()
-        if not self._pending and not cursors and not self.rejects:
+        if (
+            not self._pending
+            and not cursors
+            and not self.rejects
+            and flushed_at is None
+        ):
             return False
         rows = self._pending
         new = sorted({r.meter for r in rows} - set(self._counts))
@@ -501,6 +558,12 @@ class Journal:
                 "INSERT INTO meters (name, pulses) VALUES (?, 0)", [(n,) for n in new]
             )
             self._save_cursors(cursors)
+            if flushed_at is not None:
+                conn.execute(
+                    "INSERT INTO flushed (id, at) VALUES (1, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET at=excluded.at",
+                    (flushed_at,),
+                )
             if self.rejects:
                 self.rejects.write(conn)
             conn.execute("COMMIT")

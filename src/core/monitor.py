@@ -102,6 +102,7 @@ class Monitor:
         self.edges: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.exhausted = threading.Event()  # every finite input consumed
+        self._flush = threading.Event()  # power.py register asked for a commit
         self.readings = 0
         self._commit_failing = False
         self._rejected = [(0, 0, 0)] * len(self.meters)  # counted in the journal
@@ -124,6 +125,13 @@ class Monitor:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.edges.put(WAKE)
+
+    def request_commit(self) -> None:
+        """Commit what the meters counted so far at once, and say when (for
+        `power.py register`, which needs the count the meter has now, not
+        the last commit's)."""
+        self._flush.set()
         self.edges.put(WAKE)
 
     def join(self, timeout: float) -> bool:
@@ -218,7 +226,11 @@ class Monitor:
                 self._prune()
                 last_prune = now
             pending = journal.pending
-            if pending and (now - last_commit >= interval or pending >= COMMIT_ROWS):
+            if self._flush.is_set():
+                self._flush.clear()
+                self._commit(flushed_at=time.time())
+                last_commit = now
+            elif pending and (now - last_commit >= interval or pending >= COMMIT_ROWS):
                 self._commit()  # sink positions ride along: one sync
                 last_commit = now
             elif now - max(last_commit, last_save) >= CURSOR_SAVE_S:
@@ -273,10 +285,10 @@ class Monitor:
                 self.journal.rejects.add(meter.config.name, wall, delta)
                 self._rejected[i] = now
 
-    def _commit(self) -> None:
+    def _commit(self, flushed_at: Optional[float] = None) -> None:
         self._count_rejects()
         try:
-            committed = self.journal.commit()
+            committed = self.journal.commit(flushed_at)
         except sqlite3.Error as exc:
             if not self._commit_failing:
                 self.log.error(
@@ -301,7 +313,9 @@ class Monitor:
                 return
             for meter in self.meters:
                 value = register_offset(self.journal.conn, meter.config.name)
-                if value is not None and value != meter.offset_kwh:
+                if value is None:  # none, or the last one withdrawn
+                    value = meter.config.energy_offset_kwh
+                if value != meter.offset_kwh:
                     meter.offset_kwh = value
                     self.log.info(
                         "meter %s: offset %.6f kWh from a register reading; "

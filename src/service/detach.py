@@ -99,7 +99,7 @@ def _daemon_main(
     def on_signal(signum, frame):
         if service_box:
             service_box[0].handle_signal(signum, frame)
-        elif signum != signal.SIGHUP:
+        elif signum not in (signal.SIGHUP, signal.SIGUSR1):
             raise Interrupted(signum)  # before the service: end quietly
 
     owner = (
@@ -121,6 +121,7 @@ def _daemon_main(
             signal.SIGTERM: on_signal,
             signal.SIGINT: on_signal,
             signal.SIGHUP: on_signal,
+            signal.SIGUSR1: on_signal,
         },
     )
     try:

@@ -92,6 +92,7 @@ class Service:
         self.states: Optional[SinkStates] = None
         self.stop_requested = threading.Event()
         self.reopen_requested = threading.Event()
+        self.commit_requested = threading.Event()  # SIGUSR1: power.py register
         self.wakeup = threading.Event()  # any of the above, or the monitor
         self.journal: Optional[Journal] = None
         self.inputs: List[InputBackend] = []
@@ -117,6 +118,8 @@ class Service:
         """Signal handler: only sets flags; the main loop does the work."""
         if signum == signal.SIGHUP:
             self.reopen_requested.set()
+        elif signum == signal.SIGUSR1:
+            self.commit_requested.set()
         else:
             self.stop_requested.set()
         self.wakeup.set()
@@ -350,6 +353,9 @@ class Service:
         assert monitor is not None
         while not self.stop_requested.is_set():
             self.wakeup.clear()
+            if self.commit_requested.is_set():
+                self.commit_requested.clear()
+                monitor.request_commit()
             if self.reopen_requested.is_set():
                 self.reopen_requested.clear()
                 self.log.info("SIGHUP: reopening files")

@@ -64,7 +64,7 @@ def run_foreground(
                 log.warning("%s", note)
             lock = TimeoutPIDLockFile(pidfile, 1)
             acquire_pidfile(lock, pidfile)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
             signal.signal(signum, service.handle_signal)
         log.info(
             "power %s starting in the foreground (settings %s)", VERSION, settings.path
