@@ -773,6 +773,31 @@ def test_kill_finds_the_daemon_by_its_lock_when_the_pidfile_lies(ws, tmp_path):
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
 
 
+def test_kill_trusts_the_lock_not_the_pid_written_in_it(ws, tmp_path):
+    """The lock file's text rewritten to name another process: --kill
+    stops power (the process the kernel says holds the lock), not it."""
+    ws.write(QUIET_INPUT)
+    decoy = _decoy(tmp_path)
+    start = ws.power("--pidfile", str(ws.pidfile), "--logfile", str(ws.logfile))
+    assert start.returncode == 0, start.stderr
+    pid = int(ws.pidfile.read_text())
+    try:
+        (ws.data / "journal.lock").write_text(f"{decoy.pid}\n")
+        ws.pidfile.write_text(f"{decoy.pid}\n")
+        status = ws.power("--pidfile", str(ws.pidfile), "--status")
+        assert f"power is running (pid {pid}" in status.stdout, status.stdout
+        res = ws.power("--pidfile", str(ws.pidfile), "--kill")
+        assert res.returncode == 0, res.stderr
+        assert f"power (pid {pid}) stopped" in res.stdout
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10)
+        assert decoy.poll() is None  # the stranger was not signalled
+    finally:
+        decoy.kill()
+        decoy.wait()
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, 9)
+
+
 @pytest.mark.parametrize("content", ["99999999999", "-1", "garbage", "4194305"])
 def test_impossible_pid_in_the_pidfile(ws, content):
     ws.write(QUIET_INPUT)

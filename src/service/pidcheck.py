@@ -16,7 +16,7 @@ import fcntl
 import os
 import signal
 import time
-from typing import Optional
+from typing import List, Optional
 
 LOCKFILE = "journal.lock"  # in DATA_DIR, held by the running monitor
 PIDFILE_NAME = "power.pid"  # in DATA_DIR unless --pidfile or PIDFILE names one
@@ -52,8 +52,11 @@ def alive(pid: int) -> bool:
 
 
 def lock_holder(data_dir: str) -> Optional[int]:
-    """The pid of the monitor holding DATA_DIR's lock, or None if nobody
-    holds it. The probe takes a shared lock for an instant only."""
+    """The pid of the monitor holding DATA_DIR's lock, None if nobody holds
+    it, -1 if somebody does but who cannot be told. The probe takes a shared
+    lock for an instant only. The pid comes from the kernel's table of locks,
+    never from the lock file's text alone: anyone who can write the file
+    could name any process there."""
     path = os.path.join(data_dir, LOCKFILE)
     try:
         f = open(path)
@@ -63,10 +66,55 @@ def lock_holder(data_dir: str) -> Optional[int]:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            text = f.read(64).strip()
-            return int(text) if text.isdigit() and len(text) <= 10 else -1
+            st = os.fstat(f.fileno())
+            holders = _flock_holders(st.st_dev, st.st_ino)
+            if holders is not None:
+                return holders[0] if holders else -1
+            text = f.read(64).strip()  # no /proc/locks: trust only an open file
+            pid = int(text) if text.isdigit() and len(text) <= 10 else None
+            if pid is not None and _has_open(pid, st.st_dev, st.st_ino):
+                return pid
+            return -1
         fcntl.flock(f, fcntl.LOCK_UN)
     return None
+
+
+def _flock_holders(dev: int, ino: int) -> Optional[List[int]]:
+    """The pids holding a flock on the file (device, inode), as the kernel
+    lists them in /proc/locks; None when it cannot be read."""
+    key = f"{os.major(dev):02x}:{os.minor(dev):02x}:{ino}"
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    pids = []
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 2679 fe:00:2146395 0 EOF"; a blocked
+        # waiter's line has "->" after the number.
+        if "->" in fields[1:2]:
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
+            if fields[4].isdigit() and int(fields[4]) > 0:
+                pids.append(int(fields[4]))
+    return pids
+
+
+def _has_open(pid: int, dev: int, ino: int) -> bool:
+    """The process has the file (device, inode) open."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if st.st_dev == dev and st.st_ino == ino:
+            return True
+    return False
 
 
 def _runs_power(pid: int) -> bool:
