@@ -152,3 +152,41 @@ def test_base_load_is_the_lowest_hourly_energy_over_time(ws, utc_env):
     assert base.startswith(f"base load: {min(truth[1:]):.0f} W")  # 90 W
     peak = next(line for line in res.stdout.splitlines() if "peak load" in line)
     assert peak.startswith("peak load: 260 W")  # 140 W and the fridge
+
+
+def test_a_journal_that_is_no_journal_is_one_line_and_exit_2(ws, tmp_path):
+    """report --journal on what is not a journal: never 100 % CPU without
+    end, never a wrong "no such file"."""
+    import os
+    import sqlite3
+
+    empty = tmp_path / "empty.sqlite3"
+    empty.write_bytes(b"")
+    other = tmp_path / "other.sqlite3"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    for path, says in (
+        (empty, "is empty (0 bytes)"),
+        (other, "not a journal of power's (no readings table)"),
+        (fifo, "is not a regular file"),
+        (tmp_path, "is a directory"),
+        ("/dev/zero", "is not a regular file"),
+        (text, "is not an SQLite file"),
+        (tmp_path / "gone.sqlite3", "no such file"),
+    ):
+        res = subprocess.run(
+            power_cmd("report", "--settings", str(ws.settings), "--journal")
+            + [str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,  # it must end
+        )
+        assert res.returncode == 2, (path, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0], (path, res.stderr)

@@ -23,6 +23,7 @@ import datetime as dt
 import io
 import os
 import sqlite3
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -305,6 +306,49 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     return args
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def not_a_journal(path: str) -> Optional[str]:
+    """Why `path` cannot be a journal (a moved-aside one included), or None.
+    Checked before SQLite opens it: a FIFO would block, /dev/zero never end."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory; name the journal file in it (journal.sqlite3)"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, a device?); name a journal file"
+    if st.st_size == 0:
+        return "is empty (0 bytes): not a journal"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if head != SQLITE_MAGIC:
+        return "is not an SQLite file, so not a journal of power's"
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            tables = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return None  # damaged: the report salvages what it can
+    if "readings" not in tables:
+        return "is an SQLite file but not a journal of power's (no readings table)"
+    return None
+
+
 def _build_from(path: str, since, until, args: argparse.Namespace):
     """The reports and the register lines from the journal at `path`."""
     conn = connect(path, readonly=True)
@@ -377,8 +421,9 @@ def main(argv: List[str]) -> int:
         settings = load(args.settings or default_settings_path())
         ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
         if args.journal:
-            if not os.path.isfile(args.journal):
-                return fail(EXIT_USAGE, f"--journal {args.journal}: no such file")
+            problem = not_a_journal(args.journal)
+            if problem:
+                return fail(EXIT_USAGE, f"--journal {args.journal}: {problem}")
         elif not os.path.exists(journal_path(settings.data_dir)):
             return fail(
                 EXIT_USAGE,

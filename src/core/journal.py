@@ -838,7 +838,9 @@ def salvage(src: str, dst: str) -> Tuple[int, int]:
                 "SELECT min(seq), max(seq) FROM readings"
             ).fetchone()
         except sqlite3.DatabaseError:
-            lo, hi = 1, 1 << 40  # bounds unreadable: look everywhere
+            # Bounds unreadable: look everywhere a row could be, no further
+            # than the file's size allows (a row takes more than 16 bytes).
+            lo, hi = 1, max(1, os.path.getsize(src) // 16)
         copied = lost = 0
         pending = [(lo or 1, (hi or 0) + 1)] if lo is not None else []
         while pending:
