@@ -798,6 +798,42 @@ def test_kill_trusts_the_lock_not_the_pid_written_in_it(ws, tmp_path):
             os.kill(pid, 9)
 
 
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files of another user need root")
+def test_the_csv_path_through_a_link_to_another_users_file_is_refused(ws, tmp_path):
+    """A link where the CSV goes, naming a file of another user with a
+    partial last line: power would cut that file's line and append to it."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("somebody's notes\nno newline at the end")
+    os.chown(victim, NOBODY, NOBODY)
+    ws.data.mkdir(exist_ok=True)
+    ws.csv.symlink_to(victim)
+    ws.write({"backend": "simulated"}, DRAIN_TIMEOUT_S=1)
+    replay = write_replay(tmp_path / "a.txt", [T0 + i for i in range(5)])
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 1, res.stderr
+    assert "is a symbolic link" in res.stderr and "not power's own" in res.stderr
+    assert victim.read_text() == "somebody's notes\nno newline at the end"
+    _no_traceback(res)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="files of another user need root")
+def test_journal_lock_through_a_link_to_another_users_file_is_refused(ws, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    os.chown(victim, NOBODY, NOBODY)
+    ws.data.mkdir(exist_ok=True)
+    (ws.data / "journal.lock").symlink_to(victim)
+    ws.write(QUIET_INPUT)
+    res = ws.power("--nodaemon", "-q")
+    assert res.returncode == 1, res.stderr
+    assert "journal.lock is a symbolic link" in res.stderr
+    assert victim.read_text() == "keep me\n"
+    _no_traceback(res)
+
+
 @pytest.mark.parametrize("content", ["99999999999", "-1", "garbage", "4194305"])
 def test_impossible_pid_in_the_pidfile(ws, content):
     ws.write(QUIET_INPUT)

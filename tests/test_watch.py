@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import List, Tuple
 
+import pytest
 from conftest import power_cmd, wait_for
 
 NS = 1_000_000_000
@@ -203,10 +204,14 @@ def test_kettle_test_checks_pulses_per_kwh(ws, tmp_path):
     assert "METER['pulses_per_kwh'] may be 2000, not 1000" in res.stdout
 
 
-def test_watch_refuses_while_the_daemon_runs_and_ctrl_c_ends_with_a_summary(ws):
-    ws.write({"backend": "simulated", "watts": 3600, "speed": 20})
+def test_watch_leaves_a_gpio_input_to_the_daemon_but_may_simulate_beside_it(ws):
+    """The daemon (here on --simulate) holds DATA_DIR: watch refuses the
+    settings' GPIO input it would hold, and a simulated one, which touches
+    nothing, runs beside it."""
+    ws.write({"backend": "gpiod", "chip": "gpiochip0", "line": 24})
     proc = subprocess.Popen(
-        power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+        power_cmd("--settings", str(ws.settings), "--nodaemon", "-q")
+        + ["--simulate", "3600", "--speed", "20"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -218,9 +223,19 @@ def test_watch_refuses_while_the_daemon_runs_and_ctrl_c_ends_with_a_summary(ws):
         assert res.returncode == 1
         assert "power is running (pid" in res.stderr
         assert "power.py --kill" in res.stderr
+        res = ws.power("watch", "--simulate", "3000", "--speed", "50", "--seconds", "5")
+        assert res.returncode == 0, res.stderr
+        assert "summary:" in res.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
+
+
+@pytest.mark.parametrize("round_", range(8))
+def test_ctrl_c_at_once_after_the_first_line_ends_with_a_summary(ws, round_):
+    """A Ctrl-C right after the first line, over and over: always the
+    summary, always the input stopped (an exit of 0 within seconds)."""
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 20})
     watcher = subprocess.Popen(
         power_cmd("--settings", str(ws.settings), "watch"),
         stdin=subprocess.DEVNULL,
@@ -232,9 +247,8 @@ def test_watch_refuses_while_the_daemon_runs_and_ctrl_c_ends_with_a_summary(ws):
         assert watcher.stdout is not None
         first = watcher.stdout.readline()  # written once the input is open
         assert first.startswith("watching meter"), first
-        assert watcher.poll() is None  # still watching, no end in sight
         watcher.send_signal(signal.SIGINT)
-        out, err = watcher.communicate(timeout=5)
+        out, err = watcher.communicate(timeout=10)
     finally:
         if watcher.poll() is None:
             watcher.kill()
@@ -268,3 +282,32 @@ def test_a_fast_simulated_meter_flashes_wide_enough_to_count(ws):
     res = watch(ws, "--seconds", "4")
     edges, pulses, glitches, implausible, ghosts = counts(res.stdout)
     assert pulses > 200 and (glitches, implausible, ghosts) == (0, 0, 0), res.stdout
+
+
+def test_record_never_overwrites_what_was_not_meant(ws, tmp_path):
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 50})
+    kept = tmp_path / "kept.edges"
+    kept.write_text("an earlier record\n")
+    res = ws.power("watch", "--seconds", "2", "--record", str(kept))
+    assert res.returncode == 2
+    assert "the file exists; add --force to overwrite it" in res.stderr
+    assert kept.read_text() == "an earlier record\n"
+    res = watch(ws, "--seconds", "2", "--record", str(kept), "--force")
+    assert res.returncode == 0, res.stderr
+    assert kept.read_text().startswith("# power edges v1")
+    # The file --replay reads, however it is named: never, even with --force.
+    copy = tmp_path / "copy.edges"
+    copy.write_bytes(kept.read_bytes())
+    same = tmp_path / "." / "copy.edges"
+    res = ws.power("watch", "--replay", str(copy), "--record", str(same), "--force")
+    assert res.returncode == 2 and "that is the file --replay reads" in res.stderr
+    assert copy.read_bytes() == kept.read_bytes()
+    # A link is never written through, whatever it names.
+    target = tmp_path / "settings-like.py"
+    target.write_text("DATA_DIR = '/var/lib/power'\n")
+    link = tmp_path / "link.edges"
+    link.symlink_to(target)
+    res = ws.power("watch", "--seconds", "2", "--record", str(link), "--force")
+    assert res.returncode == 2 and "a symbolic link" in res.stderr
+    assert target.read_text() == "DATA_DIR = '/var/lib/power'\n"
+    assert "Traceback" not in res.stderr

@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import queue
+import signal
 import statistics
 import sys
 import time
@@ -60,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--record",
         metavar="FILE",
-        help="write every raw edge to FILE, for --replay (see the manual)",
+        help="write every raw edge to FILE, for --replay (see the manual); an "
+        "existing FILE only with --force",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --record: overwrite FILE if it exists",
     )
     p.add_argument(
         "--meter", metavar="NAME", help="the meter to watch (default: the first)"
@@ -424,21 +432,12 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
     def on_edge(t_ns: int, wall: float, kind: int = PULSE) -> None:
         edges.put((t_ns, wall, kind))  # the pulse path: one put
 
-    record = Record(args.record) if args.record else None
+    record = Record(args.record, args.force) if args.record else None
     watcher = Watcher(cfg, out, args.plain)
     if record is not None:
         record.write(f"{EDGES_HEADER}\n# meter {cfg.name}: {backend.describe()}\n")
     kettle = None
-    backend.start(on_edge, edges.qsize)
-    out.write(  # once the input is open: edges from now on are seen
-        f"watching meter {cfg.name}: {backend.describe()}, edge "
-        f"{pick.input_options.get('edge', '-')}, pull "
-        f"{pick.input_options.get('pull', '-')}; Ctrl-C ends\n"
-    )
-    out.flush()  # a script may wait for this line before the first flash
-    # The input's own clock: a replay's starts at its first edge.
-    anchor = None if backend.finite else backend.clock()[0]
-    end_ns = switch_ns = None
+    anchor = end_ns = switch_ns = None
     half = (args.seconds or 120.0) / 2
 
     def anchored(t_ns: int) -> None:
@@ -448,15 +447,33 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
         if args.kettle is not None:
             switch_ns = t_ns + int(half * NS_PER_S)
 
-    if anchor is not None:
-        anchored(anchor)
-    if args.kettle is not None:
-        out.write(
-            f"kettle test: keep other loads steady; switch on the {args.kettle:g} "
-            f"W load when told (in {half:g} s)\n"
-        )
-    shown = time.monotonic()
+    # A Ctrl-C, however soon, must end with the summary and the input
+    # stopped: held back while the input starts, it comes inside the try.
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
+        backend.start(on_edge, edges.qsize)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        out.write(  # once the input is open: edges from now on are seen
+            f"watching meter {cfg.name}: {backend.describe()}, edge "
+            f"{pick.input_options.get('edge', '-')}, pull "
+            f"{pick.input_options.get('pull', '-')}; Ctrl-C ends\n"
+        )
+        out.flush()  # a script may wait for this line before the first flash
+        # The input's own clock: a replay's starts at its first edge.
+        anchor = None if backend.finite else backend.clock()[0]
+        if anchor is not None:
+            anchored(anchor)
+        if args.kettle is not None:
+            out.write(
+                f"kettle test: keep other loads steady; switch on the "
+                f"{args.kettle:g} W load when told (in {half:g} s)\n"
+            )
+        shown = time.monotonic()
         while True:
             if not args.plain and time.monotonic() - shown >= SHOW_EVERY_S:
                 out.write(watcher.running())
@@ -507,14 +524,44 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
     return 0
 
 
+def check_record(path: str, replay: Optional[str], force: bool) -> None:
+    """--record must not overwrite what was not meant: the file being
+    replayed (it would be emptied before it is read), any regular file
+    unless --force, and never a file a link names."""
+    if replay is not None and os.path.exists(path) and os.path.exists(replay):
+        if os.path.samefile(path, replay):
+            raise SettingsError(
+                f"--record {path}: that is the file --replay reads; it would be "
+                "emptied before it is read. Record to another file"
+            )
+    if os.path.islink(path):
+        raise SettingsError(
+            f"--record {path}: a symbolic link (to {os.readlink(path)}); watch "
+            "never writes through one: name the file itself"
+        )
+    if os.path.isfile(path) and not force:
+        raise SettingsError(
+            f"--record {path}: the file exists; add --force to overwrite it, or "
+            "name a new file"
+        )
+
+
 class Record:
     """The --record file. A write that fails (a full disk) ends the
     record, not the watch: the summary still comes, then the error."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, force: bool = False) -> None:
         self.path = path
         self.error = ""
-        self._file: Optional[IO[str]] = open(path, "w", encoding="utf-8")
+        # Never through a link, never over a file unless asked (--force); a
+        # device or a FIFO (/dev/null, a pipe) is written as it is.
+        flags = os.O_WRONLY | os.O_NOFOLLOW
+        if not os.path.exists(path):
+            flags |= os.O_CREAT | os.O_EXCL
+        elif os.path.isfile(path) and force:
+            flags |= os.O_TRUNC
+        fd = os.open(path, flags, 0o644)
+        self._file: Optional[IO[str]] = os.fdopen(fd, "w", encoding="utf-8")
 
     def write(self, text: str) -> None:
         if self._file is not None:
@@ -563,8 +610,11 @@ def main(argv: List[str]) -> int:
                 f"--meter {args.meter!r}: no such meter in the settings "
                 f"({', '.join(names)})"
             )
+        watched = next(
+            m for m in settings.meters if args.meter in (None, m.config.name)
+        )
         holder = pidcheck.lock_holder(settings.data_dir)
-        if holder is not None:
+        if holder is not None and watched.input_class.exclusive:
             who = f"pid {holder}" if holder > 0 else "a running power"
             return fail(
                 EXIT_FAILURE,
@@ -581,6 +631,7 @@ def main(argv: List[str]) -> int:
                     raise SettingsError(str(exc)) from None
                 break
         if args.record:
+            check_record(args.record, args.replay, args.force)
             problem = cannot_create(args.record, directory=False)
             if problem:
                 raise SettingsError(f"--record {args.record}: {problem}")
@@ -592,3 +643,5 @@ def main(argv: List[str]) -> int:
         return run(args, settings, log)
     except InputError as exc:
         return fail(EXIT_FAILURE, str(exc))
+    except OSError as exc:  # the --record file: taken, or not writable, now
+        return fail(EXIT_FAILURE, f"--record {args.record}: {exc.strerror or exc}")

@@ -241,7 +241,10 @@ def write_mark(path: str, mark: Mark) -> None:
     """Replace the mark atomically and durably (OSError if it cannot)."""
     target = mark_path(path)
     tmp = target + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    if os.path.lexists(tmp):  # left by a crash, or a link put there: never followed
+        os.unlink(tmp)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with os.fdopen(os.open(tmp, flags, 0o644), "w", encoding="utf-8") as f:
         json.dump({"seq": mark.seq, "meters": mark.meters}, f)
         f.flush()
         os.fsync(f.fileno())

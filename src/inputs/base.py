@@ -46,10 +46,13 @@ class InputBackend:
     """Base class of every input backend.
 
     `finite` backends (a replay) end by themselves and set `finished`.
+    `exclusive` backends read a device only one process may hold (a GPIO
+    line, a serial port): `watch` leaves them to a running daemon.
     """
 
     OPTIONS: ClassVar[Dict[str, Option]] = {}
     finite: ClassVar[bool] = False
+    exclusive: ClassVar[bool] = True
 
     def __init__(self, options: dict, meter: MeterConfig, log: logging.Logger):
         self.options = options

@@ -25,6 +25,7 @@ class ReplayInput(InputBackend):
         "meter": Option("str", None, nullable=True),
     }
     finite = True
+    exclusive = False  # a file: watch may run beside a daemon
 
     def __init__(self, options, meter, log) -> None:
         super().__init__(options, meter, log)

@@ -48,6 +48,7 @@ class LoadModel:
 
 
 class SimulatedInput(InputBackend):
+    exclusive = False  # nothing to share: watch may run beside a daemon
     OPTIONS = {
         "backend": Option("str"),
         "watts": Option("number", 1000.0, minimum=1.0, maximum=1_000_000.0),

@@ -15,6 +15,7 @@ import time
 from typing import IO, Callable, Dict, List, Optional
 
 from config.settings import Settings
+from core import ownfiles
 from core.csvformat import format_time
 from core.exits import EXIT_FAILURE, EXIT_OK
 from core.journal import Journal, JournalError, JournalReader, Row, journal_path
@@ -53,7 +54,7 @@ def lock_data_dir(data_dir: str) -> IO[str]:
     """Hold an exclusive lock on DATA_DIR for this process's life, so two
     monitors never write one journal (whatever pidfiles they use)."""
     path = os.path.join(data_dir, LOCKFILE)
-    f = open(path, "a+")
+    f = os.fdopen(ownfiles.open_own(path, os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+")
     for _ in range(5):  # --status probes it for an instant
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

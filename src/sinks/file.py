@@ -20,6 +20,7 @@ import os
 import re
 from typing import IO, Dict, List, Optional, Sequence, Tuple
 
+from core import ownfiles
 from core.csvformat import HEADER, HEADER_V1, csv_line, parse_time
 from core.meter import Reading
 from core.options import Option
@@ -121,7 +122,10 @@ class FileSink(Sink):
             if parent:
                 os.makedirs(parent, exist_ok=True)
             existed = os.path.exists(self.path)
-            f = open(self.path, "a+b")
+            fd = ownfiles.open_own(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            f = os.fdopen(fd, "a+b")
+        except ownfiles.OwnFileError as exc:
+            raise SinkError(str(exc), retry=False) from None
         except OSError as exc:
             raise SinkError(f"cannot open {self.path}: {exc.strerror}") from exc
         try:
