@@ -202,6 +202,18 @@ def split_command(argv: List[str]) -> Optional[Tuple[str, List[str]]]:
     return None
 
 
+def _uid(user: Optional[str]) -> Optional[int]:
+    """The uid of --user NAME, if there is such a user (the start checks)."""
+    if user is None:
+        return None
+    import pwd
+
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
+
+
 def _interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
@@ -229,8 +241,19 @@ def _main(argv: Optional[List[str]] = None) -> int:
         name, rest = command
         return SUBCOMMANDS[name][1](rest)
     args = parse_args(argv)
+    # The settings file is code: a copy others could change is refused to a
+    # daemon (and to root: load's default), only warned about in the
+    # foreground.
+    start = not (args.nodaemon or args.status or args.kill)
     try:
-        settings = load_for_run(args.settings, args.simulate, args.replay, args.speed)
+        settings = load_for_run(
+            args.settings,
+            args.simulate,
+            args.replay,
+            args.speed,
+            strict=True if start else None,
+            service_uid=_uid(args.user),
+        )
     except SettingsError as exc:
         if args.pidfile and (args.kill or args.status):
             # A broken settings file must not keep a running daemon from

@@ -720,3 +720,72 @@ def test_mqtt_tls_file_missing_exits_2(tmp_path):
     with pytest.raises(SettingsError) as caught:
         config.settings.load(str(path))
     assert "tls['ca_certs'] = '/nonexistent/ca.pem': no such file" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------
+# The settings file is code: who may change it, and what it may do
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646])
+def test_a_settings_file_others_can_change_is_refused_to_a_daemon(tmp_path, mode):
+    path = write_settings(tmp_path, "")
+    path.chmod(mode)
+    who = "others" if mode & 0o002 else "its group"
+    # Detached, and as root (these tests run as root: the default then).
+    for args in ((), ("--nodaemon",)):
+        proc = run_cli("--settings", str(path), *args)
+        assert proc.returncode == 2, proc.stderr
+        assert f"is writable by {who} (mode 0{mode:o})" in proc.stderr
+        assert f"chmod go-w {path}" in proc.stderr
+        assert "refuses to run it as a service" in proc.stderr
+    assert not (tmp_path / "data").exists()  # nothing ran
+
+
+def test_a_settings_file_of_another_user_is_refused_to_a_daemon(tmp_path):
+    path = write_settings(tmp_path, "")
+    os.chown(path, 65534, 65534)
+    proc = run_cli("--settings", str(path))
+    assert proc.returncode == 2, proc.stderr
+    assert "belongs to uid 65534, not to root or the user power runs as" in (
+        proc.stderr
+    )
+    # That user is the service's own (--user): fine.
+    proc = run_cli("--settings", str(path), "--user", "nobody", "--status")
+    assert "belongs to uid" not in proc.stderr
+
+
+def test_in_the_foreground_as_a_user_a_loose_settings_file_is_warned_about(
+    tmp_path,
+):
+    path = write_settings(tmp_path, "")
+    path.chmod(0o666)
+    warnings = []
+    settings = config.settings.load(str(path), strict=False, warn=warnings.append)
+    assert settings.meters[0].config.name == "main"
+    assert len(warnings) == 1 and "writable by others" in warnings[0]
+
+
+def test_a_settings_file_that_ends_the_program_is_a_settings_mistake(tmp_path):
+    path = write_settings(tmp_path, "import os\nos._exit(7)\n")
+    line = cli_error(path)
+    assert "ended the program while it ran (exit status 7)" in line
+    path = write_settings(tmp_path, "import os, signal\nos.kill(os.getpid(), 9)\n")
+    line = cli_error(path)
+    assert "ended the program while it ran (signal 9)" in line
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'SINKS = [{"type": "mqtt", "password":\n    "Hunter2-secret"}]\n'
+        "assert False, SINKS\n",
+        'TOKEN = "Hunter2-secret"\nassert len(TOKEN) < 5, TOKEN\n',
+        'P = dict(password="Hunter2-secret")\nassert not P, P["password"]\n',
+    ],
+)
+def test_an_assert_message_with_a_secret_is_not_shown(tmp_path, body):
+    path = write_settings(tmp_path, body)
+    line = cli_error(path)
+    assert "Hunter2" not in line
+    assert "AssertionError: (message not shown: it may hold a secret)" in line

@@ -9,11 +9,16 @@ setting, the value and what is expected.
 
 from __future__ import annotations
 
+import ast
 import os
+import pickle
 import re
 import runpy
+import signal
+import stat
+import sys
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
 from config.plugins import backend_class, sink_class
 from core.meter import MeterConfig
@@ -139,10 +144,13 @@ def load_for_run(
     simulate: Optional[float] = None,
     replay: Optional[str] = None,
     speed: Optional[float] = None,
+    strict: Optional[bool] = None,
+    service_uid: Optional[int] = None,
 ) -> Settings:
     """The settings at `path` (default: default_settings_path()) with the
-    command line's --simulate, --replay and --speed; SettingsError if wrong."""
-    settings = load(path or default_settings_path())
+    command line's --simulate, --replay and --speed; SettingsError if wrong.
+    `strict` and `service_uid` as for load()."""
+    settings = load(path or default_settings_path(), strict, service_uid)
     if simulate is not None:
         options: Dict[str, Any] = {"watts": simulate}
         if speed is not None:
@@ -157,24 +165,115 @@ def load_for_run(
 
 
 def read_module(path: str) -> Dict[str, Any]:
-    """Run settings.py and return its upper-case names."""
+    """Run settings.py and return its upper-case names.
+
+    It runs in a child process and hands its names back (plain data): what
+    a settings file may do besides assigning names (os._exit(7), a crash, a
+    signal) ends the child, never power, and is said as a settings mistake.
+    """
     if not os.path.isfile(path):
         raise SettingsError(
             f"settings file {path} not found: copy src/settings.py.example to "
             "that path and edit it, or name another with --settings PATH"
         )
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: run the file, send the names, end
+        os.close(read)
+        try:
+            answer = _run_in_child(path)
+            with os.fdopen(write, "wb") as pipe:
+                pipe.write(answer)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(child, 0)
+    except BaseException:  # a stop signal while it ran: no child left behind
+        try:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        except OSError:
+            pass
+        raise
+    if not data:
+        raise SettingsError(
+            f"settings file {path} ended the program while it ran ("
+            + (
+                f"exit status {os.WEXITSTATUS(status)}"
+                if os.WIFEXITED(status)
+                else f"signal {os.WTERMSIG(status)}"
+            )
+            + "); a settings file only assigns names"
+        )
+    kind, value = pickle.loads(data)  # from our own child
+    if kind == "interrupted":
+        raise Interrupted(value)
+    if kind == "error":
+        raise SettingsError(value)
+    return value
+
+
+def _run_in_child(path: str) -> bytes:
+    """The settings file's upper-case names, or its error, pickled."""
     try:
         namespace = runpy.run_path(path, run_name="power_settings")
     except SyntaxError as exc:
-        raise SettingsError(
-            f"settings file {path} line {exc.lineno}: {exc.msg}; fix the Python "
-            "syntax there"
-        ) from None
-    except Interrupted:
-        raise  # a real signal, not the settings file
+        return pickle.dumps(
+            (
+                "error",
+                f"settings file {path} line {exc.lineno}: {exc.msg}; fix the "
+                "Python syntax there",
+            )
+        )
+    except Interrupted as exc:  # a real signal, not the settings file
+        return pickle.dumps(("interrupted", exc.args[0] if exc.args else 2))
     except BaseException as exc:  # exit(), KeyboardInterrupt too: exit 2
-        raise SettingsError(_run_error(path, exc)) from None
-    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+        return pickle.dumps(("error", _run_error(path, exc)))
+    names = {
+        k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")
+    }
+    try:
+        return pickle.dumps(("ok", names))
+    except Exception as exc:  # a function, a module, an open file...
+        return pickle.dumps(
+            (
+                "error",
+                f"settings file {path} holds a value that is not plain data "
+                f"({type(exc).__name__}); settings are numbers, strings, None, "
+                "True, False, lists and dicts",
+            )
+        )
+
+
+def trust_problem(path: str, allowed_uids: Sequence[int]) -> Optional[str]:
+    """Why the settings file is not safe to run as power (None: it is): it
+    is code, so whoever can change it runs code as power, as root at boot.
+    Writable by group or others, or owned by another user than root or
+    `allowed_uids`, it is refused, as ssh and sudo refuse such files."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # read_module says what is wrong with it
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = "others" if mode & stat.S_IWOTH else "its group"
+        return (
+            f"settings file {path} is writable by {who} (mode {mode:04o}), and "
+            "whoever can change it runs code as power; make it writable by its "
+            f"owner only: chmod go-w {path}"
+        )
+    if st.st_uid not in (0, *allowed_uids):
+        return (
+            f"settings file {path} belongs to uid {st.st_uid}, not to root or the "
+            "user power runs as, and whoever owns it runs code as power; give it "
+            f"to root or to that user: sudo chown root {path}"
+        )
+    return None
 
 
 SECRET_KEY_RE = re.compile(r"pass|token|secret|key|credential|auth", re.IGNORECASE)
@@ -200,16 +299,54 @@ def _run_error(path: str, exc: BaseException) -> str:
     text = str(exc)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            secret_lines = [t for t in f if SECRET_KEY_RE.search(t)]
+            source = f.read()
     except OSError:
-        secret_lines = []
+        source = ""
+    secret_lines = [t for t in source.splitlines() if SECRET_KEY_RE.search(t)]
     words = {w for t in secret_lines for w in WORD_RE.findall(t)}
+    words |= _secret_values(source)
     if any(w in text for w in words) or (text and SECRET_KEY_RE.search(text)):
         text = "(message not shown: it may hold a secret)"
     hint = ""
     if isinstance(exc, NameError):
         hint = "; text values need quotes, e.g. 'password': 'my secret'"
     return f"{where} failed to run: {kind}: {text}{hint}"
+
+
+def _secret_values(source: str) -> set:
+    """Every text the file gives a key or a name that says secret (a
+    password over several lines, a token in a variable), so a message that
+    repeats one (an assert's, a repr of SINKS) is never shown."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return set()
+    found = set()
+
+    def texts(node: ast.AST) -> None:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                if len(sub.value) >= 3:
+                    found.add(sub.value)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                name = key.value if isinstance(key, ast.Constant) else None
+                if isinstance(name, str) and SECRET_KEY_RE.search(name):
+                    texts(value)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [t.id for t in targets if isinstance(t, ast.Name)]
+            if node.value is not None and any(SECRET_KEY_RE.search(n) for n in names):
+                texts(node.value)
+        elif (
+            isinstance(node, ast.keyword)
+            and node.arg
+            and SECRET_KEY_RE.search(node.arg)
+        ):
+            texts(node.value)  # dict(password="...")
+    return found
 
 
 def _meter(where: str, given: Any) -> MeterConfig:
@@ -483,8 +620,26 @@ def _number(name: str, value: Any, low: float, high: float) -> float:
     return float(value)
 
 
-def load(path: str) -> Settings:
+def load(
+    path: str,
+    strict: Optional[bool] = None,
+    service_uid: Optional[int] = None,
+    warn: Optional[Callable[[str], None]] = None,
+) -> Settings:
+    """Check, run and parse the settings file. A file others could change
+    (trust_problem) is refused when `strict` (a service: detached, or run as
+    root, the default then), else said through `warn` (stderr by default)."""
+    uids = [os.geteuid()] + ([service_uid] if service_uid is not None else [])
+    problem = trust_problem(path, uids)
+    if problem:
+        if strict or (strict is None and os.geteuid() == 0):
+            raise SettingsError(problem + "; power refuses to run it as a service")
+        (warn or _warn)(problem)
     return parse(read_module(path), os.path.abspath(path))
+
+
+def _warn(text: str) -> None:
+    print(f"power.py: warning: {text}", file=sys.stderr)
 
 
 def with_input(settings: Settings, backend: str, options: Dict[str, Any]) -> Settings:

@@ -82,6 +82,7 @@ class InfluxDBSink(Sink):
         super().__init__(name, options, log, meters)
         self.client: Optional[InfluxHTTP] = None
         self._keys: Dict[str, str] = {}  # meter -> its series key
+        self._newest_ok = -1  # ms of the newest point written without a conflict
 
     def describe(self) -> str:
         o = self.options
@@ -190,8 +191,42 @@ class InfluxDBSink(Sink):
                 self._create_database()
                 self._write(lines)
             else:
-                raise
+                conflict = TYPE_CONFLICT.search(str(exc))
+                if conflict is None:
+                    raise
+                raise self._conflict(conflict, lines, exc) from None
+        if lines:
+            self._newest_ok = max(self._newest_ok, _line_ms(lines[-1]))
         return None
+
+    def _conflict(self, conflict, lines: List[str], exc: SinkError) -> SinkError:
+        """A field type conflict is InfluxDB's per shard (a week, by
+        default): in an old shard it refuses those points only (bad data:
+        the runner skips them), but where new points go it refuses every
+        point with that field, and the sink fails (once, with the fix)
+        keeping every reading. The newest such point, written alone, tells
+        which, unless a newer one went through already."""
+        field, measurement, ours, theirs = conflict.groups()
+        mine = [line for line in lines if f",{field}=" in line or f" {field}=" in line]
+        if mine:
+            newest = mine[-1]
+            if _line_ms(newest) > self._newest_ok:
+                try:
+                    self._write([newest])
+                except SinkError as again:
+                    if TYPE_CONFLICT.search(str(again)):
+                        return SinkError(
+                            f"{self.describe()}: measurement {measurement!r} "
+                            f"already holds field {field!r} as {theirs}, and "
+                            f"power writes it as {ours}, so InfluxDB refuses "
+                            "every such point; give the sink another "
+                            "'measurement' (or 'database'), or drop that "
+                            "measurement if nothing in it is needed; the "
+                            "readings wait in the journal"
+                        )
+                    return again
+                self._newest_ok = _line_ms(newest)
+        return exc
 
     def _write(self, lines: List[str]) -> None:
         assert self.client is not None
@@ -233,19 +268,7 @@ class InfluxDBSink(Sink):
                 )
             if exc.code == 404 and "database not found" in content:
                 return SinkError(f"{where}: database not found: {content}")
-            conflict = TYPE_CONFLICT.search(content)
-            if conflict:
-                # The measurement's schema, not a point: every point with that
-                # field is refused, so the sink fails (once, with the fix)
-                # and keeps every reading rather than skip them one by one.
-                field, measurement, ours, theirs = conflict.groups()
-                return SinkError(
-                    f"{where}: measurement {measurement!r} already holds field "
-                    f"{field!r} as {theirs}, and power writes it as {ours}, so "
-                    "InfluxDB refuses every such point; give the sink another "
-                    "'measurement' (or 'database'), or drop that measurement "
-                    "if nothing in it is needed; the readings wait in the journal"
-                )
+
             if exc.code in (400, 413, 422) and not _settings_problem(content):
                 # Refused for what the points hold (a field type conflict, a
                 # time out of range): the runner finds and skips those.
@@ -292,6 +315,11 @@ TYPE_CONFLICT = re.compile(
     r'field type conflict: input field "([^"]*)" on measurement "([^"]*)" is '
     r"type (\w+), already exists as type (\w+)"
 )
+
+
+def _line_ms(line: str) -> int:
+    """The time of a line of line protocol (ms, its last field)."""
+    return int(line.rsplit(" ", 1)[1])
 
 
 def _settings_problem(content: str) -> bool:
