@@ -272,5 +272,19 @@ def _main(argv: Optional[List[str]] = None) -> int:
     return run.main(args, settings, pidfile)
 
 
+def run_cli() -> int:
+    """main() for the command line: a reader that went away (power.py
+    --status | head -1) ends the output quietly, never in a traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Nothing more can be said on stdout, not even at exit's flush.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli())

@@ -1139,3 +1139,46 @@ def test_status_of_an_unreadable_journal_says_so_once(ws):
     assert res.returncode == 3
     assert "cannot be read" in res.stdout
     assert "no journal" not in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--status",),
+        ("report", "--by", "day"),
+        ("-h",),
+        ("watch", "--simulate", "3600", "--speed", "100", "--seconds", "3"),
+    ],
+)
+def test_a_reader_gone_from_the_pipe_ends_output_without_a_traceback(ws, args):
+    """power.py --status | head -1: the reader may be gone before power
+    writes; here it is gone from the start."""
+    _replay(ws, ws.tmp, "a.txt", [T0 + i for i in range(5)])
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run(
+        power_cmd("--settings", str(ws.settings), *args),
+        stdin=subprocess.DEVNULL,
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, (
+        proc.stderr
+    )
+    assert "Broken pipe" not in proc.stderr
+
+
+def test_a_log_file_that_cannot_be_opened_is_one_line_and_exit_2(ws):
+    ws.write(QUIET_INPUT)
+    for logfile in ("/proc/x.log", "/sys/x.log"):
+        for args in (("--logfile", logfile, "--nodaemon"), ("--logfile", logfile)):
+            res = ws.power(*args)
+            assert res.returncode == 2, res.stderr
+            assert f"log file {logfile}: cannot open it" in res.stderr
+            _no_traceback(res)
+    ws.write(QUIET_INPUT, LOGFILE="/proc/x.log")
+    res = ws.power("--nodaemon")
+    assert res.returncode == 2 and "log file /proc/x.log" in res.stderr

@@ -643,5 +643,7 @@ def main(argv: List[str]) -> int:
         return run(args, settings, log)
     except InputError as exc:
         return fail(EXIT_FAILURE, str(exc))
+    except BrokenPipeError:
+        raise  # stdout's reader went away: power.py ends quietly
     except OSError as exc:  # the --record file: taken, or not writable, now
         return fail(EXIT_FAILURE, f"--record {args.record}: {exc.strerror or exc}")

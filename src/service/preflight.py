@@ -62,7 +62,7 @@ def preflight(settings: Settings, logfile: Optional[str], pidfile: str) -> None:
         except InputError as exc:
             raise SettingsError(str(exc)) from None
     if logfile:
-        problem = cannot_create(logfile, directory=False)
+        problem = cannot_create(logfile, directory=False) or cannot_append(logfile)
         if problem:
             raise SettingsError(
                 f"log file {logfile}: cannot open it ({problem}); create its "
@@ -101,6 +101,24 @@ def preflight(settings: Settings, logfile: Optional[str], pidfile: str) -> None:
             check_port(setting, host, port)
         except PortInUseError as exc:
             raise StartError(str(exc)) from None
+
+
+def cannot_append(path: str) -> Optional[str]:
+    """Why a file cannot be opened for appending (where access() says yes
+    and the open still fails: /proc, /sys, a read-only mount); None if it
+    can. A file made for the test is removed: nothing is left behind."""
+    existed = os.path.lexists(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    if not existed:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return None
 
 
 def cannot_create(path: str, directory: bool) -> Optional[str]:
