@@ -437,3 +437,33 @@ def test_kill_and_status_work_with_broken_settings(daemon_ws):
     assert not pid_alive(pid)
     # Without --pidfile there is no way to find it: a plain usage error.
     assert ws.power("--status").returncode == 2
+
+
+def test_status_and_a_second_start_say_what_the_running_daemon_uses(daemon_ws):
+    """Started with --simulate, the daemon reads no GPIO whatever the
+    settings say; a second start with another pidfile (and METRICS on the
+    port the first holds) names the first one's pidfile."""
+    from servers import free_port
+
+    ws = daemon_ws
+    port = free_port()
+    ws.write(
+        {"backend": "gpiod", "chip": "gpiochip0", "line": 24},
+        METRICS={"listen": f"127.0.0.1:{port}"},
+    )
+    res = ws.power("--pidfile", str(ws.pidfile), "--simulate", "3000")
+    assert res.returncode == 0, res.stderr
+    pid = int(ws.pidfile.read_text())
+    try:
+        status = ws.power("--pidfile", str(ws.pidfile), "--status")
+        assert status.returncode == 0, status.stderr
+        assert "input of meter house: simulated 3000 W" in status.stdout
+        assert "(--simulate)" in status.stdout and "gpiod" not in status.stdout
+        other = ws.tmp / "other.pid"
+        again = ws.power("--pidfile", str(other), "--simulate", "3000")
+        assert again.returncode == 1
+        assert f"already running (pid {pid}, pidfile {ws.pidfile})" in again.stderr
+        assert "in use" not in again.stderr  # the lock first, not the port
+        assert not other.exists()
+    finally:
+        assert ws.power("--pidfile", str(ws.pidfile), "--kill").returncode == 0

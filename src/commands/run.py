@@ -11,6 +11,7 @@ from core.exits import EXIT_FAILURE, EXIT_USAGE, fail
 from core.options import SettingsError
 from service import account
 from service.detach import run_daemon
+from service.pidfile import refuse_if_running
 from service.preflight import create_dirs, give_to, preflight
 from service.runtime import StartError
 from service.start import run_foreground
@@ -27,6 +28,9 @@ def main(args: argparse.Namespace, settings: Settings, pidfile: str) -> int:
             for d in (settings.data_dir, os.path.dirname(pidfile))
             if not os.path.isdir(d)
         ]
+        # Power running already is the first thing to say (not the port
+        # it holds, say, which preflight would find taken).
+        refuse_if_running(pidfile, settings.data_dir)
         preflight(settings, logfile, pidfile)
         create_dirs(settings, pidfile)
         if user is not None:

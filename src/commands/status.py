@@ -12,16 +12,20 @@ from core import register, rejects
 from core.csvformat import format_time
 from core.exits import EXIT_NOT_RUNNING, EXIT_OK
 from core.journal import connect, journal_path, read_status
-from service import pidcheck, sinkstate
+from service import pidcheck, runstate, sinkstate
 
 
 def main(pidfile: str, settings: Optional[Settings]) -> int:
     pid = pidcheck.running_pid(pidfile, settings.data_dir if settings else None)
+    running = (
+        runstate.of_pid(journal_path(settings.data_dir), pid) if settings else None
+    )
     if pid is not None and pidcheck.read_pid(pidfile) != pid:
+        its = f"pidfile {running.pidfile}" if running and running.pidfile else "another"
         print(
             f"power is running (pid {pid}, found by its lock on DATA_DIR "
             f"{settings.data_dir if settings else ''}; it was started with "
-            f"another pidfile than {pidfile})"
+            f"{its}, not {pidfile})"
         )
     elif pid is not None:
         print(f"power is running (pid {pid}, pidfile {pidfile})")
@@ -31,7 +35,16 @@ def main(pidfile: str, settings: Optional[Settings]) -> int:
     if settings is None:
         return code  # no settings: no journal to read
     for m in settings.meters:
-        print(f"input of meter {m.config.name}: {m.input_note}")
+        if running is not None and m.config.name in running.inputs:
+            what, why = running.inputs[m.config.name]  # the daemon's own word
+            print(f"input of meter {m.config.name}: {what} ({why})")
+        elif pid is not None:
+            print(
+                f"input of meter {m.config.name}: {m.input_note} (from the "
+                "settings: the running power did not say which it reads)"
+            )
+        else:
+            print(f"input of meter {m.config.name}: {m.input_note}")
     sinks = [s.name for s in settings.sinks]
     try:
         status = read_status(journal_path(settings.data_dir), sinks)

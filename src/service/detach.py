@@ -129,7 +129,7 @@ def _daemon_main(
     except Exception as exc:  # lockfile.LockTimeout, permission errors
         report(f"cannot become a daemon: {type(exc).__name__}: {exc}")
         return EXIT_FAILURE
-    service = make_service(args, settings, foreground=False)
+    service = make_service(args, settings, foreground=False, pidfile=pidfile)
     service_box.append(service)
     log = service.log
     if note:

@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import threading
 import time
 from typing import IO, Callable, Dict, List, Optional
@@ -25,6 +26,7 @@ from core.meter import Meter
 from core.monitor import Monitor
 from core.version import VERSION
 from inputs.base import InputBackend, InputError, LedOutput
+from service import runstate
 from service.leds import StatusLeds
 from service.logsetup import RedactSecrets
 from service.pidcheck import LOCKFILE
@@ -85,8 +87,10 @@ class Service:
         log: logging.Logger,
         console: bool = False,
         tell: Optional[Callable[[str], None]] = None,
+        pidfile: Optional[str] = None,
     ) -> None:
         self.settings = settings
+        self.pidfile = pidfile  # for --status: the daemon's own
         self.log = log
         self.console = console
         self.tell = tell  # the terminal, when the log goes elsewhere
@@ -227,6 +231,18 @@ class Service:
                 backend.describe(),
                 s.meters[i].input_note,
             )
+        try:  # for --status and a second start: what this daemon is
+            runstate.record(
+                journal_path(s.data_dir),
+                os.getpid(),
+                self.pidfile,
+                [
+                    (m.config.name, b.describe(), m.input_note)
+                    for m, b in zip(s.meters, self.inputs)
+                ],
+            )
+        except sqlite3.Error as exc:
+            self.log.warning("cannot record the start for --status: %s", exc)
 
     def _start_http(self) -> None:
         """/metrics and the page, each where its setting says; when both

@@ -24,7 +24,10 @@ def logfile_of(args: argparse.Namespace, settings: Settings) -> Optional[str]:
 
 
 def make_service(
-    args: argparse.Namespace, settings: Settings, foreground: bool
+    args: argparse.Namespace,
+    settings: Settings,
+    foreground: bool,
+    pidfile: Optional[str] = None,
 ) -> Service:
     level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level)
     logfile = os.path.abspath(args.logfile) if args.logfile else settings.logfile
@@ -40,7 +43,7 @@ def make_service(
     # A line per reading, as the meter makes it (the live path), on a
     # terminal or a pipe alike; the commit interval is the settings' own.
     console = foreground and not args.quiet
-    return Service(settings, log, console=console, tell=tell)
+    return Service(settings, log, console=console, tell=tell, pidfile=pidfile)
 
 
 def run_foreground(
@@ -53,7 +56,7 @@ def run_foreground(
 
     if user is not None:  # before any file is opened, as python-daemon does
         account.switch(user)
-    service = make_service(args, settings, foreground=True)
+    service = make_service(args, settings, foreground=True, pidfile=pidfile)
     log = service.log
     lock = None
     try:
