@@ -467,3 +467,18 @@ def test_status_and_a_second_start_say_what_the_running_daemon_uses(daemon_ws):
         assert not other.exists()
     finally:
         assert ws.power("--pidfile", str(ws.pidfile), "--kill").returncode == 0
+
+
+def test_status_counts_the_csv_backlog_from_what_the_file_holds(daemon_ws):
+    """The file sink's position is saved with the next commit; --status
+    counts its backlog from the file's last line, which the sink has written
+    (it said 1 while the CSV held the reading)."""
+    ws = daemon_ws
+    # The first reading is committed at once, the next after 30 s.
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 1}, COMMIT_INTERVAL_S=30)
+    res = ws.power("--pidfile", str(ws.pidfile))
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: ws.csv.exists() and len(read_csv(ws.csv)) == 1, timeout=30)
+    status = ws.power("--pidfile", str(ws.pidfile), "--status")
+    assert "sink file: backlog 0 readings" in status.stdout, status.stdout
+    assert ws.power("--pidfile", str(ws.pidfile), "--kill").returncode == 0

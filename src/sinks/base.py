@@ -121,6 +121,12 @@ class Sink:
         hand out those numbers again."""
         return {}
 
+    @classmethod
+    def last_written(cls, options: dict) -> Optional[Tuple[str, int, float]]:
+        """(meter, pulse count, time) of the last reading the sink's own
+        record holds, for --status (None: it keeps no record of its own)."""
+        return None
+
     def resume_after(
         self, find: Callable[[str, int], List[Tuple[int, Reading]]]
     ) -> Optional[int]:

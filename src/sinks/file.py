@@ -104,6 +104,19 @@ class FileSink(Sink):
         return f"{self.name} ({self.path})"
 
     @classmethod
+    def last_written(cls, options: dict) -> Optional[Tuple[str, int, float]]:
+        try:
+            with open(options["path"], "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                _, line = last_good_line(f, size)
+        except OSError:
+            return None
+        if line is None or line.decode() in HEADERS:
+            return None
+        fields = line.decode().split(",")
+        return fields[1], int(fields[2]), parse_time(fields[0])
+
+    @classmethod
     def held_counts(cls, options: dict) -> Dict[str, int]:
         try:
             with open(options["path"], "rb") as f:
