@@ -23,3 +23,4 @@ highlight_language = "none"
 html_theme = "alabaster"
 html_title = f"power {release}"
 html_show_sourcelink = False
+smartquotes_action = "qe"  # never "--" to a dash: options are copied from the manual

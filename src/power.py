@@ -18,35 +18,30 @@ import importlib  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-from typing import Callable, List, Optional, Tuple  # noqa: E402
+from typing import Callable, List, Optional  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from commands import kill, status  # noqa: E402
+from commands.cli import (  # noqa: E402
+    USAGE,
+    ArgumentParser,
+    add_options,
+    split_command,
+    stray_word,
+)
 from config.settings import Settings, load_for_run  # noqa: E402
 from core.exits import EXIT_OK, EXIT_USAGE, fail  # noqa: E402
 from core.options import Interrupted, SettingsError  # noqa: E402
-from core.version import VERSION  # noqa: E402
+from service.account import uid_of  # noqa: E402
 from service.pidcheck import PIDFILE_NAME  # noqa: E402
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with a hint, as documented
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"power.py: error: {message} (see power.py -h)\n")
-
-
-USAGE = """power.py [--settings PATH] [--pidfile PATH] [--nodaemon] [--kill]
-                [--status] [--logfile PATH] [--simulate WATTS | --replay FILE]
-                [--speed FACTOR] [--user NAME] [-q] [-v] [--version] [-h]
-       power.py [--settings PATH] COMMAND [options]   (COMMAND -h for help)"""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The main parser: running, --kill and --status. Subcommands have
-    their own (SUBCOMMANDS), listed in its epilog."""
+    """The main parser: running, --kill and --status. Commands have their
+    own (SUBCOMMANDS), listed in its epilog."""
     commands = "\n".join(
         f"  {name:<10} {entry[0]}" for name, entry in SUBCOMMANDS.items()
     )
@@ -59,64 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stand before or after a command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--settings",
-        metavar="PATH",
-        help="settings file (default: $POWER_SETTINGS, else settings.py "
-        "beside power.py)",
-    )
-    p.add_argument(
-        "--pidfile",
-        metavar="PATH",
-        help="pidfile (default: PIDFILE from settings, else DATA_DIR/power.pid)",
-    )
-    p.add_argument(
-        "--nodaemon",
-        action="store_true",
-        help="run in the foreground, printing a line per reading",
-    )
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--kill", action="store_true", help="stop the running daemon")
-    group.add_argument(
-        "--status",
-        action="store_true",
-        help="say whether it runs, the last reading and each sink's backlog",
-    )
-    p.add_argument(
-        "--logfile",
-        metavar="PATH",
-        help="log here (default: LOGFILE, else stderr in the foreground and "
-        "syslog when detached)",
-    )
-    source = p.add_mutually_exclusive_group()
-    source.add_argument(
-        "--simulate",
-        metavar="WATTS",
-        type=float,
-        help="read a simulated meter with this mean load instead of GPIO",
-    )
-    source.add_argument(
-        "--replay", metavar="FILE", help="read pulse times from FILE instead of GPIO"
-    )
-    p.add_argument(
-        "--speed",
-        metavar="FACTOR",
-        type=float,
-        help="time factor for --simulate and --replay; 0 = as fast as possible",
-    )
-    p.add_argument(
-        "--user",
-        metavar="NAME",
-        help="started as root: run as this user, with its groups (e.g. gpio)",
-    )
-    p.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="with --nodaemon: no line per reading on stdout",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    p.add_argument("--version", action="version", version=f"power {VERSION}")
+    add_options(p)
     return p
 
 
@@ -168,51 +106,6 @@ SUBCOMMANDS = {
     ),
 }
 
-# Main options that take a value, so a value is never taken for a command.
-VALUE_OPTIONS = frozenset(
-    (
-        "--settings",
-        "--pidfile",
-        "--logfile",
-        "--simulate",
-        "--replay",
-        "--speed",
-        "--user",
-    )
-)
-
-
-def split_command(argv: List[str]) -> Optional[Tuple[str, List[str]]]:
-    """(command, its arguments with the global options given before it moved
-    after it), or None when the command line names no command."""
-    skip = False
-    for i, word in enumerate(argv):
-        if skip:
-            skip = False
-        elif word == "--":
-            return None
-        elif word in VALUE_OPTIONS:
-            skip = True
-        elif word in SUBCOMMANDS:
-            # The global options go first: after the command's own words a
-            # "--" would make them arguments ("register -- -5").
-            return word, argv[:i] + argv[i + 1 :]
-        elif not word.startswith("-"):
-            return None  # a stray word: the main parser says what is wrong
-    return None
-
-
-def _uid(user: Optional[str]) -> Optional[int]:
-    """The uid of --user NAME, if there is such a user (the start checks)."""
-    if user is None:
-        return None
-    import pwd
-
-    try:
-        return pwd.getpwnam(user).pw_uid
-    except KeyError:
-        return None
-
 
 def _interrupted(signum, frame) -> None:
     raise Interrupted(signum)
@@ -236,10 +129,22 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    command = split_command(argv)
+    command = split_command(argv, SUBCOMMANDS)
     if command is not None:
         name, rest = command
         return SUBCOMMANDS[name][1](rest)
+    stray = stray_word(argv)
+    if stray is not None:
+        import difflib
+
+        close = difflib.get_close_matches(stray, list(SUBCOMMANDS), n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        return fail(
+            EXIT_USAGE,
+            f"unknown command {stray!r}{guess}: the commands are "
+            f"{', '.join(SUBCOMMANDS)}; power.py alone starts the monitor "
+            "(see power.py -h)",
+        )
     args = parse_args(argv)
     # The settings file is code: a copy others could change is refused to a
     # daemon (and to root: load's default), only warned about in the
@@ -252,7 +157,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
             args.replay,
             args.speed,
             strict=True if start else None,
-            service_uid=_uid(args.user),
+            service_uid=uid_of(args.user),
         )
     except SettingsError as exc:
         if args.pidfile and (args.kill or args.status):

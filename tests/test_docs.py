@@ -301,3 +301,13 @@ def test_field_lists_are_what_the_sinks_write(html):
     for name, kind in influxdb.FIELDS.items():
         assert type({**pulse, **estimate}[name]) is kind
         assert f'<span class="pre">{name}</span>' in page, name
+
+
+def test_options_in_the_manual_keep_their_two_hyphens(html):
+    """Copied from the manual, an option must work: "--status", never an en
+    dash ("–status" fails as an unrecognized argument)."""
+    for page in html.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        for dash in ("\u2013", "\u2014"):
+            for option in ("status", "kill", "replay", "simulate", "settings"):
+                assert f"{dash}{option}" not in text, (page.name, option)

@@ -258,8 +258,8 @@ def options(parser: argparse.ArgumentParser) -> List[Opt]:
                 for s in action.option_strings
             )
             names = list(action.option_strings)
-        else:
-            sig = _args(action)
+        else:  # a positional: its name; the usage shows if it may be left out
+            sig = _metavar(action) if action.nargs == "?" else _args(action)
             names = [_metavar(action)]
         out.append(Opt(names, sig, _help(parser, action)))
     return out

@@ -74,3 +74,13 @@ def switch(account: Account) -> None:
     os.initgroups(account.name, account.gid)
     os.setgid(account.gid)
     os.setuid(account.uid)
+
+
+def uid_of(user: Optional[str]) -> Optional[int]:
+    """The uid of a user name, if there is such a user (a start checks)."""
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return None
