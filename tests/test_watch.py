@@ -18,7 +18,8 @@ MS = 1_000_000
 MONO0 = 7_000 * NS  # a boot-time monotonic clock, unrelated to the wall
 WALL0 = 1_714_564_800.0
 COUNTS = re.compile(
-    r"summary: (\d+) edges in [\d.]+ s: (\d+) pulses, (\d+) glitches, "
+    r"summary: (\d+) edges in [\d.]+ s watched \([\d.]+ s from the first edge "
+    r"to the last\): (\d+) pulses, (\d+) glitches, "
     r"(\d+) implausible, (\d+) ghosts"
 )
 STOP = re.compile(
@@ -311,3 +312,12 @@ def test_record_never_overwrites_what_was_not_meant(ws, tmp_path):
     assert res.returncode == 2 and "a symbolic link" in res.stderr
     assert target.read_text() == "DATA_DIR = '/var/lib/power'\n"
     assert "Traceback" not in res.stderr
+
+
+def test_the_summary_says_the_time_watched_and_the_edges_span(ws):
+    ws.write({"backend": "simulated", "watts": 3600, "speed": 1})
+    res = watch(ws, "--seconds", "3")
+    m = re.search(r"in ([\d.]+) s watched \(([\d.]+) s from the first", res.stdout)
+    assert m, res.stdout
+    watched, span = float(m.group(1)), float(m.group(2))
+    assert 2.9 <= watched <= 3.5 and span <= watched

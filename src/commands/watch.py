@@ -356,11 +356,17 @@ def diagnose(
     return findings, suggest
 
 
-def summary(w: Watcher, options: dict, kettle: Optional[Tuple[float, float]]) -> str:
+def summary(
+    w: Watcher,
+    options: dict,
+    kettle: Optional[Tuple[float, float]],
+    watched_s: float = 0.0,
+) -> str:
     s, m = w.stats, w.meter
     lines = [
         "",
-        f"summary: {s.edges} edges in {s.span_s:.1f} s: {m.pulses} pulses, "
+        f"summary: {s.edges} edges in {max(watched_s, s.span_s):.1f} s watched "
+        f"({s.span_s:.1f} s from the first edge to the last): {m.pulses} pulses, "
         f"{m.glitches} glitches, {m.implausible} implausible, {m.ghosts} ghosts",
     ]
     if s.widths:
@@ -517,7 +523,10 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
             record.close()
     if switch_ns is not None and kettle is None:
         kettle = (args.kettle, switch_ns)
-    out.write(summary(watcher, pick.input_options, kettle))
+    # The time watched, on the input's own clock (a replay's: its edges').
+    end = backend.clock()[0] if end_ns is None else min(end_ns, backend.clock()[0])
+    watched = max(0.0, (end - anchor) / NS_PER_S) if anchor is not None else 0.0
+    out.write(summary(watcher, pick.input_options, kettle, watched))
     if record is not None and record.error:
         log.error(record.error)
         return 1

@@ -324,7 +324,8 @@ STOP_LINE = re.compile(
     r"house: (\d+) pulses, glitches (\d+), implausible (\d+), ghosts (\d+)"
 )
 WATCH_LINE = re.compile(
-    r"summary: (\d+) edges in [\d.]+ s: (\d+) pulses, (\d+) glitches, "
+    r"summary: (\d+) edges in [\d.]+ s watched \([\d.]+ s from the first edge "
+    r"to the last\): (\d+) pulses, (\d+) glitches, "
     r"(\d+) implausible, (\d+) ghosts"
 )
 GHOSTS = guest.WIDTH_FLASHES - 1  # one between each pair of flashes
