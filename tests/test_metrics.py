@@ -392,3 +392,28 @@ def test_healthz_names_a_sink_whose_readings_wait_too_long(ws):
         assert values['power_sink_backlog_readings{sink="file"}'] > 0
     finally:
         stop(proc)
+
+
+def test_energy_is_rounded_as_every_other_sink_rounds_it(ws, tmp_path):
+    """An offset of 12345.6 and 3 pulses: 12345.603, never the float sum
+    12345.603000000001."""
+    meter = {"name": "house", "pulses_per_kwh": 1000, "energy_offset_kwh": 12345.6}
+    ws.write({"backend": "simulated"}, METER=meter)
+    replay = write_replay(tmp_path / "three.txt", [T0, T0 + 1, T0 + 2])
+    res = ws.power("--replay", str(replay), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 0, res.stderr
+    port = free_port()
+    ws.write(  # a pulse an hour: none while the test looks
+        {"backend": "simulated", "watts": 1, "speed": 1},
+        METER=meter,
+        METRICS={"listen": f"127.0.0.1:{port}"},
+    )
+    proc = start(ws)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        key = 'power_meter_energy_kwh_total{meter="house"}'
+        text = wait_for(lambda: key in get(url)[1] and get(url)[1], timeout=30)
+        line = next(x for x in text.splitlines() if x.startswith(key))
+        assert line == key + " 12345.603", line
+    finally:
+        stop(proc)

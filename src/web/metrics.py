@@ -99,7 +99,7 @@ class PowerCollector:
             labels=["meter"],
         )
         for m in s.meters:
-            energy.add_metric([m.name], m.energy_kwh)
+            energy.add_metric([m.name], round(m.energy_kwh, 6))  # as every sink
             pulses.add_metric([m.name], m.pulses)
             glitches.add_metric([m.name], m.glitches)
             rejected.add_metric([m.name], m.rejected)
