@@ -616,9 +616,29 @@ def test_lost_journal_is_said_and_no_pulse_number_is_used_twice(ws, tmp_path, ho
     if how == "mark_too":  # then the CSV's last line still knows
         (ws.data / "journal.mark").unlink()
     res = _replay(ws, tmp_path, "b.txt", [T0 + 100 + i for i in range(10)])
-    assert "holds less than was committed" in res.stderr
-    assert "pulse 50" in res.stderr
-    assert "counts go on from house 50" in res.stderr
+    if how == "mark_too":  # as a new DATA_DIR beside an existing CSV looks
+        assert "WARNING journal" in res.stderr and "is new, but" in res.stderr
+        assert "up to house pulse 50" in res.stderr
+        assert "move its journal.sqlite3 and journal.mark here" in res.stderr
+        assert " ERROR " not in res.stderr
+    else:
+        assert "holds less than was committed" in res.stderr
+        assert "pulse 50" in res.stderr
+        assert "counts go on from house 50" in res.stderr
+    assert _contiguous_unique(ws) == 60
+
+
+def test_a_new_data_dir_beside_an_existing_csv_is_said_for_what_it_is(ws, tmp_path):
+    _replay(ws, tmp_path, "a.txt", [T0 + i for i in range(50)])
+    ws.write(
+        {"backend": "simulated"},
+        DATA_DIR=str(tmp_path / "new-data"),
+        SINKS=[{"type": "file", "path": str(ws.csv)}],
+    )
+    res = _replay(ws, tmp_path, "b.txt", [T0 + 100 + i for i in range(10)])
+    assert "is new, but a sink's own record (the CSV file)" in res.stderr
+    assert "earlier DATA_DIR" in res.stderr and " ERROR " not in res.stderr
+    assert "is gone" not in res.stderr and "are lost" not in res.stderr
     assert _contiguous_unique(ws) == 60
 
 

@@ -391,6 +391,20 @@ class Journal:
             "ON CONFLICT(name) DO UPDATE SET pulses=excluded.pulses",
             raised.items(),
         )
+        if not existed and mark is None:
+            # No journal and no mark: a new DATA_DIR (or a first start) with
+            # a CSV an earlier one wrote. Nothing is lost here.
+            self.log.warning(
+                "journal %s is new, but a sink's own record (the CSV file) "
+                "already holds readings up to %s, from an earlier DATA_DIR or "
+                "journal: counts go on from there, so no pulse number is used "
+                "twice. To keep the earlier journal (its sinks' backlog), stop "
+                "power and move its journal.sqlite3 and journal.mark here; to "
+                "count from 0, start a new CSV file as well",
+                self.path,
+                ", ".join(f"{k} pulse {v}" for k, v in sorted(raised.items())),
+            )
+            return
         self.log.error(
             "journal %s %s: it holds less than was committed (%s). Readings "
             "the sinks had not written by then are lost; counts go on from "
