@@ -2,31 +2,45 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test bench lint format docs clean
+.PHONY: venv venv-run run test bench lint format docs clean
 
+# What running needs (pure Python off a Pi: no compiler), then the tests'
+# tools and the real GPIO libraries the VM tests build from source (a C
+# compiler and the Python headers: gcc, python3-dev).
 venv: $(STAMP)
+venv-run: $(RUN_STAMP)
 
-# Self-healing: the stamp is written last, so an interrupted run is simply
+# Self-healing: a stamp is written last, so an interrupted run is simply
 # run again, and a venv left without a working pip is made anew.
-$(STAMP): src/requirements.txt tests/requirements.txt tests/vm/requirements.txt
+$(RUN_STAMP): src/requirements.txt
 	@$(PY) -m pip --version >/dev/null 2>&1 || { \
-	    echo "make venv: creating $(VENV) with $(PYTHON)"; \
+	    echo "make: creating $(VENV) with $(PYTHON)"; \
 	    rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
-	@echo "make venv: installing the requirements into $(VENV) (a minute or two)"
+	@echo "make: installing what power needs into $(VENV)"
+	$(PY) -m pip install --progress-bar off --disable-pip-version-check \
+	    -r src/requirements.txt
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP) tests/requirements.txt tests/vm/requirements.txt
+	@echo "make venv: installing the test requirements into $(VENV) (a minute or two)"
 	$(PY) -m pip install --progress-bar off --disable-pip-version-check \
 	    -r src/requirements.txt -r tests/requirements.txt
 	@$(PY) -m pip check >/dev/null || { \
 	    echo "make venv: the install did not finish; run make venv again"; exit 1; }
-	@# The real GPIO libraries, for the VM tests only (see that file).
+	@# The real GPIO libraries, for the VM tests only (see that file); they
+	@# compile: a missing compiler is said before pip's hundred lines.
+	@command -v gcc >/dev/null || { echo "make venv: the GPIO tests build gpiod \
+	from source and need a C compiler: sudo apt install gcc python3-dev"; exit 1; }
 	$(PY) -m pip install --progress-bar off --disable-pip-version-check \
 	    --upgrade --target $(VENV)/gpio-libs -r tests/vm/requirements.txt
 	@touch $(STAMP)
 	@echo "make venv: ready"
 
 # The demo: a simulated 1500 W house, in the foreground, CSV in ./var/.
-run: venv
+run: venv-run
 	mkdir -p var
 	$(PY) src/power.py --settings demo/settings.py --nodaemon
 
