@@ -1202,3 +1202,13 @@ def test_a_log_file_that_cannot_be_opened_is_one_line_and_exit_2(ws):
     ws.write(QUIET_INPUT, LOGFILE="/proc/x.log")
     res = ws.power("--nodaemon")
     assert res.returncode == 2 and "log file /proc/x.log" in res.stderr
+
+
+@pytest.mark.parametrize("pidfile", ["/proc/power.pid", "/proc/nodir/power.pid"])
+def test_a_pidfile_that_cannot_be_written_is_a_usage_error(ws, pidfile):
+    ws.write(QUIET_INPUT)
+    for args in (("--nodaemon",), ()):
+        res = ws.power("--pidfile", pidfile, *args)
+        assert res.returncode == 2, res.stderr
+        assert f"--pidfile {pidfile}" in res.stderr
+        _no_traceback(res)

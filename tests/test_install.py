@@ -279,9 +279,22 @@ def test_init_script_without_python_reports_not_installed(staged: Staged) -> Non
     assert staged.service("stop").returncode == 0
 
 
-def test_init_script_with_bad_settings_is_not_configured(staged: Staged) -> None:
+def test_bad_settings_are_refused_by_the_installer_as_the_daemon_would(
+    staged: Staged,
+) -> None:
     staged.ws.write({"backend": "simulated", "watts": -1})
+    for flags in ([], ["--systemd"]):
+        res = staged.install(*flags)
+        assert res.returncode == 2, output(res)
+        assert "INPUT['watts'] = -1: expected a number from 1" in res.stderr
+        assert "the service would refuse to start with it" in res.stderr
+        assert "next:" not in res.stdout and "Traceback" not in res.stderr
+        assert not staged.init_script.exists() and not staged.unit.exists()
+
+
+def test_init_script_with_bad_settings_is_not_configured(staged: Staged) -> None:
     assert staged.install().returncode == 0
+    staged.ws.write({"backend": "simulated", "watts": -1})  # broken afterwards
     res = staged.service("start")
     assert res.returncode == 6, output(res)  # LSB: program is not configured
     assert "watts" in res.stderr and "Traceback" not in res.stderr
@@ -485,7 +498,7 @@ def test_systemd_unit_follows_the_settings_paths(staged: Staged) -> None:
         LOGFILE="/var/log/power/power.log",
         SINKS=[
             {"type": "file", "path": "/srv/csv/power.csv"},
-            {"type": "file", "path": "/home/pi/power/var/all.csv"},
+            {"type": "file", "name": "all", "path": "/home/pi/power/var/all.csv"},
         ],
     )
     res = staged.install(
@@ -623,8 +636,16 @@ def test_one_kind_at_a_time(staged: Staged) -> None:
     assert staged.install().returncode == 0
     res = staged.install("--systemd")
     assert res.returncode == 2, output(res)
-    assert "--uninstall first" in res.stderr
+    assert "power is installed as an init.d script" in res.stderr
+    # The command it gives works as given: with the --root it was given.
+    assert f"install_init_script.py --root {staged.root} --uninstall first" in (
+        res.stderr
+    )
     assert not staged.unit.exists()
+    assert staged.uninstall().returncode == 0
+    assert staged.install("--systemd").returncode == 0
+    res = staged.install()
+    assert "power is installed as a systemd unit" in res.stderr
 
 
 @pytest.mark.parametrize(

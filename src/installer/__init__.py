@@ -5,4 +5,4 @@ service files it renders, the checks, the user and the install and
 uninstall steps."""
 
 # The rooms this one may import (tests/test_layout.py holds it to this).
-MAY_IMPORT = ("core", "inputs", "sinks", "web", "config")
+MAY_IMPORT = ("core", "inputs", "sinks", "web", "config", "service")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+
 from installer.actions import Actions
 from installer.checks import installed_file, program, systemd_booted
 from installer.options import (
@@ -46,12 +49,14 @@ def install(cfg: Config, act: Actions) -> None:
             "move it away first"
         )
     if installed_file(cfg, other):
-        other_kind = "init.d script" if cfg.systemd else "systemd unit"
+        other_kind = "an init.d script" if cfg.systemd else "a systemd unit"
+        root = "" if cfg.real else f" --root {shlex.quote(cfg.root)}"
         raise UsageError(
-            f"power is installed as an {other_kind} ({cfg.target(other)}); run "
-            f"{PROG} --uninstall first, then install again"
+            f"power is installed as {other_kind} ({cfg.target(other)}); run "
+            f"{PROG}{root} --uninstall first, then install again"
         )
     paths = read_settings(cfg.settings, required=cfg.real)
+    check_as_the_daemon_would(cfg)
     if cfg.user and paths.low_ports and not cfg.systemd:
         setting, port = next(iter(paths.low_ports.items()))
         raise UsageError(
@@ -93,6 +98,25 @@ def install(cfg: Config, act: Actions) -> None:
         start = f"sudo service {SERVICE} start"
         restart = f"sudo service {SERVICE} restart"
     print(f"next: {start}" + (f"  (if it runs already: {restart})" if changed else ""))
+
+
+def check_as_the_daemon_would(cfg: Config) -> None:
+    """Every setting checked as the service will check it at start (and who
+    may change the file), so a mistake is said now, not by a service that
+    exits 2 at boot."""
+    if not os.path.isfile(cfg.settings):
+        return  # read_settings said what is missing
+    from config.settings import load
+    from core.options import SettingsError
+    from service.account import uid_of
+
+    try:
+        load(cfg.settings, strict=True, service_uid=uid_of(cfg.user))
+    except SettingsError as exc:
+        raise UsageError(
+            f"{exc}; the service would refuse to start with it: fix it, then "
+            "install again"
+        ) from None
 
 
 def uninstall(cfg: Config, act: Actions) -> None:

@@ -91,6 +91,13 @@ def preflight(settings: Settings, logfile: Optional[str], pidfile: str) -> None:
             f"--pidfile {pidfile}: {folder}: {problem}; create it for the user "
             "running power, or name another pidfile"
         )
+    if os.path.isdir(folder):  # /proc, /sys: access() says yes, open says no
+        problem = cannot_append(pidfile)
+        if problem:
+            raise SettingsError(
+                f"--pidfile {pidfile}: cannot write it ({problem}); name a "
+                "pidfile in a directory of power's, such as /run/power"
+            )
     listeners = {}
     if settings.web is not None:
         listeners[(settings.web.host, settings.web.port)] = "WEB['listen']"
