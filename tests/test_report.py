@@ -190,3 +190,16 @@ def test_a_journal_that_is_no_journal_is_one_line_and_exit_2(ws, tmp_path):
         assert res.returncode == 2, (path, res.stderr)
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and says in lines[0], (path, res.stderr)
+
+
+def test_readings_after_now_are_counted_and_the_way_to_include_them_said(ws):
+    now = time.time()
+    path = write_replay(ws.tmp / "ahead.txt", [now - 100, now + 3600, now + 7200])
+    res = ws.power("--replay", str(path), "--speed", "0", "--nodaemon", "-q")
+    assert res.returncode == 0, res.stderr
+    res = report(ws, "--by", "day", env=None)
+    assert res.returncode == 0, res.stderr
+    assert "left out 2 readings after now" in res.stderr
+    until = res.stderr.split("e.g. --until ")[1].split()[0]
+    res = report(ws, "--by", "day", "--until", until, env=None)
+    assert res.returncode == 0 and "left out" not in res.stderr

@@ -405,6 +405,19 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
             "unreadable)",
             file=sys.stderr,
         )
+    if not args.until:
+        later = _after(path, until.timestamp(), args.meter)
+        if later:
+            # A replay or a simulation at --speed above 1 stamps readings
+            # ahead of the clock; the default span ends now.
+            latest = dt.datetime.fromtimestamp(_latest(path, args.meter))
+            print(
+                f"power.py report: left out {later} readings after now (the "
+                f"latest at {latest:%Y-%m-%d %H:%M}, from a replay or a "
+                "simulation faster than the clock?); give --until to include "
+                f"them, e.g. --until {latest + dt.timedelta(days=1):%Y-%m-%d}",
+                file=sys.stderr,
+            )
     if args.csv:
         sys.stdout.write(render_csv(reports, args.by, args.tariff))
     else:
@@ -412,6 +425,35 @@ def run(args: argparse.Namespace, data_dir: str, ppk: Dict[str, float]) -> int:
         sys.stdout.write(render_text(reports, args.by, args.tariff, span))
         sys.stdout.write("".join(line + "\n" for line in registers))
     return 0
+
+
+def _after(path: str, t: float, meter: Optional[str]) -> int:
+    """Readings (pulses, not estimates) stamped at or after `t`."""
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            only = "AND meter = ?" if meter else ""
+            (n,) = conn.execute(
+                f"SELECT count(*) FROM readings WHERE time >= ? {only}",
+                (t, meter) if meter else (t,),
+            ).fetchone()
+            return n
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _latest(path: str, meter: Optional[str]) -> float:
+    conn = connect(path, readonly=True)
+    try:
+        only = "WHERE meter = ?" if meter else ""
+        (t,) = conn.execute(
+            f"SELECT max(time) FROM readings {only}", (meter,) if meter else ()
+        ).fetchone()
+        return t or 0.0
+    finally:
+        conn.close()
 
 
 def main(argv: List[str]) -> int:
