@@ -789,3 +789,15 @@ def test_an_assert_message_with_a_secret_is_not_shown(tmp_path, body):
     line = cli_error(path)
     assert "Hunter2" not in line
     assert "AssertionError: (message not shown: it may hold a secret)" in line
+
+
+def test_a_name_that_is_a_setting_but_for_its_case_is_warned_about(tmp_path):
+    path = write_settings(tmp_path, f"Data_Dir = {str(tmp_path / 'other')!r}\n")
+    warnings = []
+    settings = config.settings.load(str(path), warn=warnings.append)
+    assert settings.data_dir == str(tmp_path / "data")  # the default stands
+    assert len(warnings) == 1
+    assert "'Data_Dir' is not a setting and is ignored" in warnings[0]
+    assert "did you mean DATA_DIR?" in warnings[0]
+    proc = run_cli("--settings", str(path), "--status")
+    assert "did you mean DATA_DIR?" in proc.stderr

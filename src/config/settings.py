@@ -164,7 +164,9 @@ def load_for_run(
     return settings
 
 
-def read_module(path: str) -> Dict[str, Any]:
+def read_module(
+    path: str, warn: Optional[Callable[[str], None]] = None
+) -> Dict[str, Any]:
     """Run settings.py and return its upper-case names.
 
     It runs in a child process and hands its names back (plain data): what
@@ -215,7 +217,13 @@ def read_module(path: str) -> Dict[str, Any]:
         raise Interrupted(value)
     if kind == "error":
         raise SettingsError(value)
-    return value
+    names, near = value
+    for name in near:
+        (warn or _warn)(
+            f"settings file {path}: {name!r} is not a setting and is ignored "
+            f"(settings are upper case): did you mean {name.upper()}?"
+        )
+    return names
 
 
 def _run_in_child(path: str) -> bytes:
@@ -237,8 +245,10 @@ def _run_in_child(path: str) -> bytes:
     names = {
         k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")
     }
+    # A name a setting's only by case (Data_Dir) is ignored: say which.
+    near = sorted(k for k in namespace if k.upper() in TOP_LEVEL and k not in names)
     try:
-        return pickle.dumps(("ok", names))
+        return pickle.dumps(("ok", (names, near)))
     except Exception as exc:  # a function, a module, an open file...
         return pickle.dumps(
             (
@@ -635,7 +645,7 @@ def load(
         if strict or (strict is None and os.geteuid() == 0):
             raise SettingsError(problem + "; power refuses to run it as a service")
         (warn or _warn)(problem)
-    return parse(read_module(path), os.path.abspath(path))
+    return parse(read_module(path, warn), os.path.abspath(path))
 
 
 def _warn(text: str) -> None:
