@@ -111,3 +111,29 @@ def test_chips_in_number_order():
         "/dev/gpiochip2",
         "/dev/gpiochip10",
     ]
+
+
+def test_off_a_pi_the_error_says_auto_chose_rpigpio_and_why(tmp_path):
+    """No GPIO character device and no gpiod here: 'auto' takes RPi.GPIO,
+    which cannot run; the message says it was auto's choice and why."""
+    import glob
+    import subprocess
+    import sys
+
+    from conftest import POWER
+
+    if glob.glob("/dev/gpiochip*"):
+        pytest.skip("this machine has a GPIO character device")
+    settings = tmp_path / "settings.py"
+    settings.write_text(f"DATA_DIR = {str(tmp_path / 'data')!r}\n")
+    res = subprocess.run(
+        [sys.executable, str(POWER), "--settings", str(settings), "--nodaemon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 2, res.stderr
+    line = res.stderr.strip()
+    assert line.startswith("power.py: INPUT['backend'] = 'auto' chose RPi.GPIO")
+    assert "because there is no GPIO character device" in line
+    assert "works only on a Raspberry Pi 1 to 4" in line

@@ -634,10 +634,7 @@ def main(argv: List[str]) -> int:
             )
         for m in settings.meters:
             if args.meter in (None, m.config.name):
-                try:
-                    m.input_class.preflight(m.input_options)
-                except InputError as exc:
-                    raise SettingsError(str(exc)) from None
+                m.preflight()
                 break
         if args.record:
             check_record(args.record, args.replay, args.force)

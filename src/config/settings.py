@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 from config.plugins import backend_class, sink_class
 from core.meter import MeterConfig
 from core.options import Interrupted, Option, SettingsError, show, validate
-from inputs.base import InputBackend
+from inputs.base import InputBackend, InputError
 from sinks.base import COMMON_OPTIONS, Sink
 from web.metrics import MetricsSetup
 from web.metrics import parse as parse_metrics
@@ -99,6 +99,20 @@ class MeterSetup:
     input_options: Dict[str, Any]
     detect_led: Optional[int]
     input_note: str = ""  # which backend reads it and why (log, --status)
+
+    def preflight(self) -> None:
+        """The input's own checks before a start (SettingsError saying
+        why); a backend that 'auto' chose says so, and why it chose it."""
+        try:
+            self.input_class.preflight(self.input_options)
+        except InputError as exc:
+            note = self.input_note
+            if note.startswith("auto: "):
+                raise SettingsError(
+                    f"INPUT['backend'] = 'auto' chose {note[len('auto: '):]}; "
+                    f"but {exc}"
+                ) from None
+            raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)

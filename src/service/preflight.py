@@ -12,7 +12,6 @@ from typing import List, Optional
 from config.settings import Settings
 from core.journal import journal_path
 from core.options import SettingsError
-from inputs.base import InputError
 from service import account
 from service.pidcheck import PIDFILE_NAME
 from service.runtime import StartError
@@ -57,10 +56,7 @@ def preflight(settings: Settings, logfile: Optional[str], pidfile: str) -> None:
     Creates nothing: a start refused here leaves no trace behind."""
     check_packages(settings)
     for m in settings.meters:
-        try:
-            m.input_class.preflight(m.input_options)
-        except InputError as exc:
-            raise SettingsError(str(exc)) from None
+        m.preflight()
     if logfile:
         problem = cannot_create(logfile, directory=False) or cannot_append(logfile)
         if problem:
