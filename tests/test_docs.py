@@ -311,3 +311,61 @@ def test_options_in_the_manual_keep_their_two_hyphens(html):
         for dash in ("\u2013", "\u2014"):
             for option in ("status", "kill", "replay", "simulate", "settings"):
                 assert f"{dash}{option}" not in text, (page.name, option)
+
+
+def test_the_running_pages_example_error_is_the_real_one(tmp_path):
+    """The manual's example of a settings mistake is what power says."""
+    import subprocess
+    import sys
+
+    settings = tmp_path / "settings.py"
+    settings.write_text(
+        f'METER = {{"debounce": 50}}\nDATA_DIR = {str(tmp_path)!r}\n'
+        'INPUT = {"backend": "simulated"}\n'
+    )
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "power.py"), "--settings", str(settings)]
+        + ["--pidfile", str(tmp_path / "p.pid"), "--status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    said = res.stderr.strip().splitlines()[0]
+    page = (ROOT / "docs" / "running.rst").read_text(encoding="utf-8")
+    shown = [x.strip() for x in page.splitlines() if "METER['debounce']" in x]
+    assert shown and all(line == said for line in shown), (said, shown)
+
+
+def test_settings_example_names_every_csv_column():
+    from core.csvformat import HEADER
+
+    example = (ROOT / "src" / "settings.py.example").read_text(encoding="utf-8")
+    assert f"# CSV: {HEADER}" in example
+
+
+def test_r1s_value_stands_clear_of_r3_in_sensor_b():
+    """R1's label on the left of its resistor: on the right, "180 kΩ" ran
+    into R3's label above the wire to the input."""
+    import re
+
+    need("schemdraw")
+    schematics = importlib.import_module("schematics")
+    svg = schematics.svg("sensor-b")
+    r1 = re.search(r'<text x="([-\d.]+)"[^>]*text-anchor="(\w+)"><tspan[^>]*>R1<', svg)
+    r3 = re.search(r'<text x="([-\d.]+)"[^>]*text-anchor="(\w+)"><tspan[^>]*>R3<', svg)
+    assert r1 and r3
+    assert r1.group(2) == "end" and float(r1.group(1)) < 0 < float(r3.group(1))
+
+
+def test_the_settings_pages_complete_file_fits_and_is_complete():
+    """Its first code block: every top-level name and METER key, in lines
+    the manual's width shows whole."""
+    config = importlib.import_module("config.settings")
+    page = (ROOT / "docs" / "settings.rst").read_text(encoding="utf-8")
+    block = page.split(".. code-block:: python", 1)[1].split("\n\n.. _", 1)[0]
+    lines = [x for x in block.splitlines() if x.strip()]
+    assert max(len(x) for x in lines) <= 66, max(lines, key=len)
+    for name in config.TOP_LEVEL - {"METERS"}:  # METERS replaces METER, INPUT
+        assert f"   {name} = " in block, name
+    for key in config.METER_OPTIONS:
+        assert f'"{key}":' in block, key

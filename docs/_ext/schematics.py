@@ -78,7 +78,8 @@ def sensor_b() -> schemdraw.Drawing:
     status LEDs L1 and L2, each through a resistor to ground."""
     d = _drawing()
     d.add(elm.Vdd().label(V33))
-    d.add(elm.Resistor().down().label("R1\n180 kΩ", loc="bottom"))
+    # Its value on the left, clear of R3 on the right.
+    d.add(elm.Resistor().down().label("R1\n180 kΩ", loc="top"))
     node = d.add(elm.Dot())
     pin = d.add(elm.Resistor().right().at(node.center).label("R3\n1 MΩ")).end
     d.add(elm.Line().right().at(pin).length(1.0))
