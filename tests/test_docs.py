@@ -369,3 +369,16 @@ def test_the_settings_pages_complete_file_fits_and_is_complete():
         assert f"   {name} = " in block, name
     for key in config.METER_OPTIONS:
         assert f'"{key}":' in block, key
+
+
+def test_home_assistant_pages_discovery_example_is_what_the_sink_sends():
+    import json
+
+    from core.version import VERSION
+    from sinks.mqtt import discovery_configs
+
+    page = (DOCS / "homeassistant.rst").read_text(encoding="utf-8")
+    block = page.split("| python3 -m json.tool\n", 1)[1].split("\n\n", 1)[0]
+    shown = json.loads(block.replace("\n   ", "\n"))
+    sent = discovery_configs("main", "power", "homeassistant", VERSION)
+    assert shown == json.loads(sent["homeassistant/sensor/power_main/energy/config"])

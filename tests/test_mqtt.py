@@ -104,12 +104,15 @@ def test_replay_publishes_state_availability_and_discovery(ws, broker, tmp_path)
         # No attributes from the state topic: a row per reading in HA.
         assert not any("attributes" in key for key in config)
     assert power["unique_id"] != energy["unique_id"]
-    # Entity ids on Home Assistant before 2025.10 (object_id) and after
-    # (default_entity_id): the same on both.
-    assert power["object_id"] == "power_house_power"
+    # Entity ids (default_entity_id; object_id stops working in Home
+    # Assistant 2026.4 and is not sent).
     assert power["default_entity_id"] == "sensor.power_house_power"
-    assert energy["object_id"] == "power_house_energy"
     assert energy["default_entity_id"] == "sensor.power_house_energy"
+    # The origin: Home Assistant's messages name power and its version.
+    version = ws.power("--version").stdout.split()[-1]
+    for config in (power, energy):
+        assert "object_id" not in config
+        assert config["origin"] == {"name": "power", "sw_version": version}
 
 
 def test_discovery_off_and_custom_prefix(ws, broker, tmp_path):

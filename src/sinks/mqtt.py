@@ -168,6 +168,11 @@ def discovery_configs(
         # No json_attributes_topic: on the state topic it would make Home
         # Assistant store a row of attributes with every reading.
         "device": device,
+        # Who sent this config: Home Assistant's log, repair and deprecation
+        # messages name power and its version instead of "the integration".
+        # No support_url: it must be a public web address, and power has
+        # none to give.
+        "origin": {"name": "power", "sw_version": version},
     }
     sensors = {
         "power": {
@@ -195,11 +200,8 @@ def discovery_configs(
             **common,
             **sensor,
             "unique_id": f"{node}_{key}",
-            # The entity id: Home Assistant before 2025.10 reads object_id
-            # only; 2025.10 and later read default_entity_id, which wins
-            # when both are there (object_id is dropped in 2026.4). Each
-            # version ignores the key it does not know.
-            "object_id": f"{node}_{key}",
+            # The entity id (Home Assistant 2025.10 and later; the older
+            # object_id stops working in 2026.4 and is not sent).
             "default_entity_id": f"sensor.{node}_{key}",
         }
         out[f"{discovery_prefix}/sensor/{node}/{key}/config"] = json.dumps(config)
