@@ -109,7 +109,7 @@ class MeterSetup:
             note = self.input_note
             if note.startswith("auto: "):
                 raise SettingsError(
-                    f"INPUT['backend'] = 'auto' chose {note[len('auto: '):]}; "
+                    f"INPUT['backend'] = 'auto' chose {note[len('auto: ') :]}; "
                     f"but {exc}"
                 ) from None
             raise SettingsError(str(exc)) from None
