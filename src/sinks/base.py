@@ -8,11 +8,14 @@ is one small file plus one registry entry.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from core.meter import Reading
 from core.options import Option
 from core.version import VERSION
+
+PROBE_TIMEOUT_S = 2.0
 
 # Keys every sink understands; the runner uses them, not the sink.
 COMMON_OPTIONS: Dict[str, Option] = {
@@ -46,6 +49,17 @@ class SinkError(Exception):
         self.retry = retry and not bad_data
         self.bad_data = bad_data
         self.retry_after = retry_after  # seconds the server asked us to wait
+
+
+def answers(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Does anything accept a TCP connection there? (The cheapest probe: a
+    server that is away costs nothing, one that is there a connection
+    opened and closed.)"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 class Sink:
@@ -113,6 +127,13 @@ class Sink:
         only what a later, lower value cannot harm (power, not an energy
         total), without waiting: a slow or absent server skips a value, it
         never holds up the committed readings. Never raises."""
+
+    def probe(self) -> Optional[bool]:
+        """Is the server there, asked as cheaply as it can be (a TCP connect,
+        an HTTP ping)? None when the sink cannot tell. While it is away, the
+        runner asks every few seconds between its long retries, so a
+        returned server is written to at once. Never raises."""
+        return None
 
     @classmethod
     def held_counts(cls, options: dict) -> Dict[str, int]:

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from core.meter import Reading
 from core.options import Option
-from sinks.base import Sink, SinkError
+from sinks.base import PROBE_TIMEOUT_S, Sink, SinkError
 from sinks.influxhttp import InfluxHTTP, InfluxHTTPError, NotInfluxDBError
 
 # What a point carries (the manual lists them from here): the meter's name as
@@ -104,6 +104,32 @@ class InfluxDBSink(Sink):
         self._ping()
         if o["create_database"]:
             self._create_database()
+
+    def probe(self) -> bool:
+        """GET /ping on a connection of its own: any HTTP answer is a
+        server there (the write says whether it takes points)."""
+        o = self.options
+        client = InfluxHTTP(
+            host=o["host"],
+            port=o["port"],
+            username=None,
+            password=None,
+            use_ssl=o["ssl"],
+            verify_ssl=o["verify_ssl"],
+            timeout=min(o["timeout_s"], PROBE_TIMEOUT_S),
+            path=o["path"],
+        )
+        try:
+            client.ping()
+        except ssl.SSLError:
+            return True  # a server there, whose TLS the write will judge
+        except (OSError, http.client.HTTPException):
+            return False
+        except Exception:  # it answered, if not as hoped
+            return True
+        finally:
+            client.close()
+        return True
 
     def _create_database(self) -> None:
         """CREATE DATABASE is idempotent in 1.x; where it is not permitted

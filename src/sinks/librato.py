@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 from core.meter import Reading
 from core.options import Option
-from sinks.base import Sink, SinkError
+from sinks.base import Sink, SinkError, answers
 
 DEFAULT_API_URL = "https://metrics-api.librato.com"
 GRACE_S = 5.0  # a reading reaches the journal at most ~1 s after its time
@@ -88,6 +88,11 @@ class LibratoSink(Sink):
 
     def describe(self) -> str:
         return f"{self.name} ({self.options['api_url']})"
+
+    def probe(self) -> bool:
+        url = urllib.parse.urlsplit(self.options["api_url"])
+        default = 443 if url.scheme == "https" else 80
+        return answers(url.hostname or "", url.port or default)
 
     def open(self) -> None:
         import librato

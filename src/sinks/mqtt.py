@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from core.csvformat import format_time
 from core.meter import Reading
 from core.options import Option, SettingsError, validate
-from sinks.base import Sink, SinkError
+from sinks.base import Sink, SinkError, answers
 
 CONNECT_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 10.0
@@ -420,6 +420,9 @@ class MQTTSink(Sink):
 
     def describe(self) -> str:
         return f"{self.name} (mqtt://{self.options['host']}:{self.options['port']})"
+
+    def probe(self) -> bool:
+        return answers(self.options["host"], self.options["port"])
 
     def open(self) -> None:
         try:

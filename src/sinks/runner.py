@@ -27,6 +27,10 @@ INBOX_ROWS = 200_000  # committed rows kept at hand per sink
 # sink; with the monitor's COMMIT_ROWS it bounds the readings in memory.
 AHEAD_ROWS = 2_000
 IDLE_POLL_S = 5.0
+# While a server is away, between the long retries, ask it every 2 to 4 s
+# whether it is back (Sink.probe): its return is found within 5 s, and a
+# server that is away takes only a refused connection.
+PROBE_EVERY_S = (2.0, 4.0)
 
 
 class Backoff:
@@ -207,7 +211,7 @@ class SinkRunner:
             # Open before any reading comes, and retry with backoff: an MQTT
             # sink announces the meter online while no pulse comes.
             if not stopping and not self._open():
-                self._wait(self._next_delay())
+                self._wait_to_retry(self._next_delay())
                 continue
             if self._live is not None:
                 self._publish_live()
@@ -239,7 +243,7 @@ class SinkRunner:
             elif stopping:
                 return
             elif self.failing:
-                self._wait(self._next_delay())
+                self._wait_to_retry(self._next_delay())
             elif len(rows) == limit:
                 # The sink held back a whole batch (one open period fills
                 # it): read a larger one rather than wait forever.
@@ -270,6 +274,36 @@ class SinkRunner:
     def _wait(self, seconds: float) -> None:
         """Sleep, but wake at once on stop."""
         self._stopping.wait(seconds)
+
+    def _wait_to_retry(self, seconds: float) -> None:
+        """The backoff, cut short when the server comes back: while the
+        sink's probe finds it away, probe now and then, and retry at once
+        (on a fresh connection) when it answers again. A server that
+        answers but fails the writes gets the whole backoff."""
+        deadline = time.monotonic() + seconds
+        if seconds <= PROBE_EVERY_S[1] or self._probe() is not False:
+            self._wait(seconds)
+            return
+        while not self._stopping.is_set():
+            step = self.backoff.rng.uniform(*PROBE_EVERY_S)
+            left = deadline - time.monotonic()
+            if left <= step:
+                self._wait(left)
+                return
+            self._wait(step)
+            if not self._stopping.is_set() and self._probe():
+                self.log.info("sink %s: the server answers again", self.name)
+                if self._opened:  # a connection retrying on its own timer
+                    self.sink.close()
+                    self._opened = False
+                return
+
+    def _probe(self) -> Optional[bool]:
+        try:
+            return self.sink.probe()
+        except Exception as exc:  # probe() should not raise; never let it stop us
+            self.log.debug("sink %s: probe: %s", self.name, exc)
+            return None
 
     def _open(self) -> bool:
         """Open the sink if it is not; False (and logged) when it fails."""

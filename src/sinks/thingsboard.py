@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from core.meter import Reading
 from core.options import Option, SettingsError
-from sinks.base import Sink, SinkError
+from sinks.base import Sink, SinkError, answers
 from sinks.mqtt import Connection, check_tls, default_client_id
 
 DEVICE_TOPIC = "v1/devices/me/telemetry"
@@ -202,6 +202,9 @@ class ThingsBoardSink(Sink):
         mode = "gateway" if self.options["gateway"] else "device"
         o = self.options
         return f"{self.name} (ThingsBoard {mode} API, {o['host']}:{o['port']})"
+
+    def probe(self) -> bool:
+        return answers(self.options["host"], self.options["port"])
 
     def _token(self, meter: str) -> str:
         o = self.options
