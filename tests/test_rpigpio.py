@@ -442,14 +442,14 @@ def test_edge_queued_when_the_stop_comes_is_journaled(gpio, tmp_path):
     commit = journal.commit
     stopped = []
 
-    def commit_then_stop_arrives():
+    def commit_then_stop_arrives(*args):
         if journal.pending and not stopped:
             time.sleep(GAP_S)
             gpio._fake_pulse(24)  # queued while the monitor commits
             backend.stop()  # then Service.stop(): inputs, then the monitor
             monitor.stop()
             stopped.append(True)
-        return commit()
+        return commit(*args)
 
     journal.commit = commit_then_stop_arrives
     monitor.start()
