@@ -15,4 +15,8 @@ BACKENDS: Dict[str, str] = {
     "gpiod": "inputs.libgpiod:GpiodInput",
     "simulated": "inputs.simulated:SimulatedInput",
     "replay": "inputs.replay:ReplayInput",
+    "sml": "inputs.sml:SmlInput",
+    "d0": "inputs.d0:D0Input",
+    "p1": "inputs.p1:P1Input",
+    "fed": "inputs.base:FedInput",  # a meter another input reads (P1's gas)
 }

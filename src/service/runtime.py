@@ -12,14 +12,15 @@ import random
 import signal
 import threading
 import time
-from typing import IO, Callable, Dict, List, Optional
+from typing import IO, Callable, Dict, List, Optional, Union
 
-from config.settings import Settings
+from config.settings import MeterSetup, Settings
 from core.csvformat import format_time
 from core.exits import EXIT_FAILURE, EXIT_OK
 from core.journal import Journal, JournalError, JournalReader, Row, journal_path
 from core.meter import Meter
 from core.monitor import Monitor
+from core.regmeter import RegisterMeter
 from inputs.base import InputBackend, InputError, LedOutput
 from service.leds import StatusLeds
 from service.logsetup import RedactSecrets
@@ -88,7 +89,7 @@ class Service:
         self.inputs: List[InputBackend] = []
         self.runners: List[SinkRunner] = []
         self.monitor: Optional[Monitor] = None
-        self.meters: List[Meter] = []
+        self.meters: List[Union[Meter, RegisterMeter]] = []
         self.leds: Optional[StatusLeds] = None
         self.commits: Optional[CommitLog] = None  # with METRICS only
         self.exporter: Optional[Exporter] = None
@@ -140,7 +141,7 @@ class Service:
             journal_path(s.data_dir), RedactSecrets(s.secrets).redact, self.tell
         )
         self.states.clear()
-        meters = [Meter(m.config, self.journal.pulses(m.config.name)) for m in s.meters]
+        meters = [self._meter(setup) for setup in s.meters]
         self.meters = meters
         for m, setup in zip(meters, s.meters):
             self.log.info(
@@ -183,7 +184,10 @@ class Service:
         self.leds.start()
         if s.metrics is not None:
             self._start_exporter()
+        names = [m.config.name for m in s.meters]
         for i, backend in enumerate(self.inputs):
+            for fed in backend.feeds():  # P1's gas meter: its frames too
+                backend.attach(fed, self.monitor.edge_callback(names.index(fed)))
             try:
                 backend.start(self.monitor.edge_callback(i), self._backlog)
             except InputError as exc:
@@ -195,6 +199,20 @@ class Service:
                 backend.describe(),
                 s.meters[i].input_note,
             )
+
+    def _meter(self, setup: MeterSetup) -> Union[Meter, RegisterMeter]:
+        """A pulse meter, or one read from its register, going on from the
+        journal's count (and export total)."""
+        assert self.journal is not None
+        name = setup.config.name
+        export = self.journal.last_export(name)
+        if setup.input_class.REGISTER:
+            every = float(setup.input_options.get("every_s", 0.0))
+            return RegisterMeter(setup.config, self.journal.pulses(name), export, every)
+        exported = (
+            None if export is None else round(export * setup.config.pulses_per_kwh)
+        )
+        return Meter(setup.config, self.journal.pulses(name), exported)
 
     def _start_exporter(self) -> None:
         s = self.settings
@@ -229,8 +247,15 @@ class Service:
     def _sinks(self) -> List[Sink]:
         sinks: List[Sink] = []
         meters = [m.config.name for m in self.settings.meters]
+        kinds = {
+            m.config.name: m.config.kind
+            for m in self.settings.meters
+            if m.config.kind != "electricity"
+        }
         for setup in self.settings.sinks:
-            sinks.append(setup.cls(setup.name, setup.options, self.log, meters))
+            sink = setup.cls(setup.name, setup.options, self.log, meters)
+            sink.kinds = kinds
+            sinks.append(sink)
         if self.console:
             sinks.append(ConsoleSink("console", {}, self.log))
         return sinks

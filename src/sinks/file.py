@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import IO, Dict, List, Optional, Sequence
 
-from core.csvformat import HEADER, HEADER_V1, csv_line
+from core.csvformat import COLUMNS, HEADER, HEADER_V1, HEADERS, csv_line
 from core.meter import Reading
 from core.options import Option
 from sinks.base import Sink, SinkError
@@ -47,7 +47,8 @@ class FileSink(Sink):
         # For resume_after: the last line at open; "" for a file cut to
         # zero; None for a new file or one holding just its header.
         self._resume_line: Optional[str] = None
-        self._estimate_column = True  # False for a file begun before it existed
+        # The file's columns: fewer for one begun by an older version.
+        self._columns = len(COLUMNS)
 
     def describe(self) -> str:
         return f"{self.name} ({self.path})"
@@ -81,19 +82,20 @@ class FileSink(Sink):
             if last is None:
                 f.write((HEADER + "\n").encode())
                 f.flush()
-            self._skip_through = None if last in (None, HEADER, HEADER_V1) else last
+            self._skip_through = None if last is None or last in HEADERS else last
             # A file cut to zero lost its readings: all the journal holds go
             # again. One with just its header was started by this sink (or a
             # rotation): its saved position stands.
-            if existed and last not in (HEADER, HEADER_V1):
+            if existed and last not in HEADERS:
                 self._resume_line = "" if last is None else last
-            self._estimate_column = self._first_line(f) != HEADER_V1
-            if not self._estimate_column:
+            first = self._first_line(f)
+            self._columns = first.count(",") + 1 if first in HEADERS else len(COLUMNS)
+            if self._columns < len(COLUMNS):
                 self.log.info(
                     "%s was begun by an older version: its rows go on without "
-                    "the estimate column (estimates repeat the pulse count); "
-                    "move it aside to start a file with the column",
+                    "the columns %s (move it aside to start a file with them)",
                     self.path,
+                    ", ".join(COLUMNS[self._columns :]),
                 )
         except OSError as exc:
             f.close()
@@ -144,8 +146,9 @@ class FileSink(Sink):
         except (IndexError, ValueError):
             return None
         key = fields[:KEY_FIELDS]
+        volume = self.is_volume(meter)
         for seq, reading in reversed(find(meter, pulses)):
-            if csv_line(reading).split(",")[:KEY_FIELDS] == key:
+            if csv_line(reading, volume=volume).split(",")[:KEY_FIELDS] == key:
                 self._skip_through = None  # the position is known exactly
                 return seq
         self.log.warning(
@@ -158,9 +161,10 @@ class FileSink(Sink):
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self._file is None:  # closed by an earlier error: open it again
             self.open()
-        column = self._estimate_column
+        columns = self._columns
+        kinds = self.kinds
         try:
-            formatted = [csv_line(r, column) for r in batch]
+            formatted = [csv_line(r, columns, r.meter in kinds) for r in batch]
         except (OverflowError, OSError, ValueError) as exc:
             raise SinkError(
                 f"cannot write a reading to {self.path}: {exc}", bad_data=True
