@@ -83,6 +83,8 @@ class MeterState:
     ghosts: int
     power_w: Optional[float]
     last_pulse: Optional[float]
+    export_kwh: Optional[float] = None  # where the meter has export
+    kind: str = "electricity"
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ class StateReader:
                     ghosts=m.ghosts,
                     power_w=None if last is None else last.power_w,
                     last_pulse=pulse_at,
+                    export_kwh=None if last is None else last.export_kwh,
+                    kind=c.kind,
                 )
             )
         end = self.journal.last_seq
