@@ -109,7 +109,9 @@ def entry(
     code: str, value: int, unit: int, scaler: int, status: Optional[int] = None
 ) -> bytes:
     """An SML_ListEntry: objName, status, valTime, unit, scaler, value, sig."""
-    value_field = signed(value, 8) if value < 0 or unit == UNIT_W else unsigned(value, 8)
+    value_field = (
+        signed(value, 8) if value < 0 or unit == UNIT_W else unsigned(value, 8)
+    )
     return sml_list(
         octets(obis_code(code)),
         NONE if status is None else unsigned(status, 4),
