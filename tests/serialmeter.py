@@ -66,6 +66,18 @@ class MeterPort:
     def close(self) -> None:
         self.unplug()
 
+    def opened_by(self, pid: int) -> bool:
+        """Has process pid the port open (frames sent before are lost, as
+        the opening flushes the input)?"""
+        if self.slave is None:
+            return False
+        name = os.ttyname(self.slave)
+        fds = Path(f"/proc/{pid}/fd")
+        try:
+            return any(os.readlink(fd) == name for fd in fds.iterdir())
+        except OSError:
+            return False
+
 
 def start_daemon(settings: Path, *args: str) -> subprocess.Popen:
     """power.py in the foreground, its output to files next to settings."""

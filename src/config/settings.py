@@ -303,7 +303,8 @@ def _fed_meters(meters: List[MeterSetup]) -> List[MeterSetup]:
                 name=name,
                 pulses_per_kwh=REGISTER_UNITS,
                 debounce_ms=0.0,
-                max_power_w=1000.0,  # m3/h: any sub-meter's value is believed
+                # m3/h: a sub-meter's values come checked, an hour apart
+                max_power_w=1e6,
                 min_pulse_ms=0.0,
                 max_pulse_ms=0.0,
                 estimate_fall=0.0,

@@ -147,7 +147,8 @@ class D0Input(SerialInput):
     def readout(self, port, handle: Callable[[bytes, int, float], None]) -> None:
         """One sign-on and data readout (modes A, B, C)."""
         o = self.options
-        port.baudrate = o["baud"]
+        if port.baudrate != o["baud"]:  # back from the last readout's speed
+            port.baudrate = o["baud"]
         port.reset_input_buffer()
         port.write(f"/?{o['address']}!\r\n".encode("ascii"))
         port.flush()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import termios
 import threading
 import time
 from typing import Callable, ClassVar, Dict, List, Optional
@@ -164,7 +165,7 @@ class SerialInput(InputBackend):
             self.current = self.parser()
             try:
                 port = self.open_port()
-            except (OSError, serial.SerialException) as exc:
+            except (OSError, serial.SerialException, termios.error) as exc:
                 failing = self._trouble(failing, f"cannot open it: {_why(exc)}")
                 if self._stopping.wait(pause):
                     return
@@ -177,7 +178,7 @@ class SerialInput(InputBackend):
                     self.log.info("%s: port open again", self.describe())
                     failing = None
                 self.session(port, self.handle)
-            except (OSError, serial.SerialException) as exc:
+            except (OSError, serial.SerialException, termios.error) as exc:
                 failing = self._trouble(failing, f"read failed: {_why(exc)}")
             except Exception as exc:  # a parser's bug must not end the input
                 failing = self._trouble(
