@@ -19,7 +19,7 @@ from config.plugins import backend_class, sink_class
 from core.meter import KINDS, MeterConfig
 from core.options import Interrupted, Option, SettingsError, show, validate
 from core.regmeter import REGISTER_UNITS
-from inputs.base import InputBackend
+from inputs.base import FedInput, InputBackend
 from sinks.base import COMMON_OPTIONS, Sink
 from web.metrics import MetricsSetup
 from web.metrics import parse as parse_metrics
@@ -289,7 +289,7 @@ def _register_meter(where: str, config: MeterConfig, given: Any) -> MeterConfig:
 def _fed_meters(meters: List[MeterSetup]) -> List[MeterSetup]:
     """The meters an input reads besides its own (P1's gas and water)."""
     out: List[MeterSetup] = []
-    fed = backend_class("fed", "INPUT")
+    fed = FedInput
     for m in meters:
         o = m.input_options
         for key, kind in (("gas_meter", "gas"), ("water_meter", "water")):

@@ -18,5 +18,4 @@ BACKENDS: Dict[str, str] = {
     "sml": "inputs.sml:SmlInput",
     "d0": "inputs.d0:D0Input",
     "p1": "inputs.p1:P1Input",
-    "fed": "inputs.base:FedInput",  # a meter another input reads (P1's gas)
 }
