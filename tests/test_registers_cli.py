@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import meterframes as mf
 import pytest
-from conftest import read_csv, run_power, wait_for, write_settings
+from conftest import power_cmd, read_csv, run_power, wait_for, write_settings
 from serialmeter import MeterPort, start_daemon
 from servers import Mosquitto
 from test_mqtt import retained
@@ -257,3 +258,30 @@ def test_register_settings_are_checked(tmp_path):
     s = settings_for(tmp_path, {"backend": "d0", "device": "/dev/x", "mode": "Z"})
     res = run_power("--settings", str(s), "--nodaemon")
     assert res.returncode == 2 and "INPUT['mode'] = 'Z'" in res.stderr
+
+
+def test_watch_shows_frames_obis_values_and_crc_errors(tmp_path, port):
+    s = settings_for(tmp_path, {"backend": "sml", "device": str(port.link)})
+    out = tmp_path / "watch.out"
+    with open(out, "w") as f:
+        proc = subprocess.Popen(
+            power_cmd("--settings", str(s), "watch", "--seconds", "60"),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_for(lambda: port.opened_by(proc.pid), timeout=20)
+        broken = bytearray(mf.sml_file(1_000_000.0, 5.0, 300))
+        broken[40] ^= 0x10
+        port.send(bytes(broken) + mf.sml_file(1_000_000.0, 5_000.0, -300))
+        wait_for(lambda: "1-0:16.7.0*255 = -300 W" in out.read_text(), timeout=20)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    text = out.read_text()
+    assert "CRC error: frame dropped" in text
+    assert "frame: import 1000.0000 kWh, export 5.0000 kWh, power -300 W" in text
+    assert "1-0:1.8.0*255 = 1000.0000 kWh" in text
+    assert "1 frames read, 1 unusable" in text
+    assert proc.returncode == 0

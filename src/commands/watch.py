@@ -418,6 +418,14 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
         settings.meters[names.index(args.meter)] if args.meter else settings.meters[0]
     )
     cfg = pick.config
+    if pick.input_class.REGISTER:
+        if args.record:
+            return fail(
+                EXIT_USAGE,
+                f"--record: meter {cfg.name} reads its register, not edges; "
+                "watch it without --record",
+            )
+        return watch_register(args, pick, log, out)
     backend = pick.input_class(pick.input_options, cfg, log)
     edges: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -505,6 +513,81 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
         log.error(record.error)
         return 1
     return 0
+
+
+def watch_register(args, pick, log: logging.Logger, out: IO[str]) -> int:
+    """A register input (sml, d0, p1): each frame as it comes, with its
+    OBIS codes and values, and each frame that could not be used (a CRC
+    error, a cut or garbage frame), so a user can tell whether the read
+    head sits right."""
+    from core.csvformat import format_time
+    from core.options import Interrupted
+
+    backend = pick.input_class(pick.input_options, pick.config, log)
+    frames: queue.SimpleQueue = queue.SimpleQueue()
+
+    class Show:
+        """Told by the reading thread: one put each, nothing more."""
+
+        def frame(self, values, frame) -> None:
+            frames.put((time.time(), values, frame, None))
+
+        def bad(self, why: str) -> None:
+            frames.put((time.time(), [], None, why))
+
+    backend.observer = Show()  # type: ignore[attr-defined]
+    backend.start(lambda *edge: None, lambda: 0)
+    out.write(
+        f"watching meter {pick.config.name}: {backend.describe()}; frames as "
+        "they come; Ctrl-C ends\n"
+    )
+    out.flush()
+    good = unusable = 0
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                wall, values, frame, why = frames.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if why is not None:
+                unusable += 1
+                out.write(f"{format_time(wall)}  {why}: frame dropped\n")
+            else:
+                good += 1
+                out.write(f"{format_time(wall)}  frame: {describe_frame(frame)}\n")
+                out.writelines(f"    {v}\n" for v in values)
+            out.flush()
+    except (KeyboardInterrupt, Interrupted):
+        out.write("stopped\n")
+    finally:
+        backend.stop()
+    out.write(f"{good} frames read, {unusable} unusable\n")
+    if good == 0 and unusable == 0:
+        out.write(
+            "no frame came: is the read head on the meter's optical interface "
+            "(not its LED), its cable in the port named, and the meter sending? "
+            "(a D0 meter in mode C answers a sign-on; check 'mode')\n"
+        )
+    elif unusable > good:
+        out.write(
+            "most frames were unusable: move the read head until it sits "
+            "straight on the interface, or check 'baud' and 'framing'\n"
+        )
+    return 0
+
+
+def describe_frame(frame) -> str:
+    """A frame's registers in a few words."""
+    if frame is None:
+        return "no import or export register in it"
+    parts = []
+    if frame.total is not None:
+        parts.append(f"import {frame.total:.4f} kWh")
+    if frame.export is not None:
+        parts.append(f"export {frame.export:.4f} kWh")
+    parts.append("power unknown" if frame.rate is None else f"power {frame.rate:g} W")
+    return ", ".join(parts)
 
 
 class Record:
