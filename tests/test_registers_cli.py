@@ -45,6 +45,8 @@ def settings_for(tmp_path: Path, input_: dict, **extra) -> Path:
         "COMMIT_INTERVAL_S": 0,
     }
     names.update(extra)
+    if "METERS" in extra:  # the several-meters form replaces these two
+        del names["METER"], names["INPUT"]
     return write_settings(tmp_path / "settings.py", **names)
 
 
@@ -285,3 +287,52 @@ def test_watch_shows_frames_obis_values_and_crc_errors(tmp_path, port):
     assert "1-0:1.8.0*255 = 1000.0000 kWh" in text
     assert "1 frames read, 1 unusable" in text
     assert proc.returncode == 0
+
+
+def test_led_meter_drifts_from_its_register_warns_and_rebases(tmp_path, port):
+    """An LED meter that misses two pulses in three, held against the SML
+    register of the same meter: the drift is recorded as register readings
+    of the LED meter (--status shows it), warned about once, and the LED's
+    count re-based upward on the register."""
+    t0 = time.time() + 1.0
+    replay = tmp_path / "led.txt"
+    replay.write_text("".join(f"{t0 + 0.5 * i:.3f}\n" for i in range(200)))
+    s = settings_for(
+        tmp_path,
+        None,
+        METERS=[
+            {
+                "name": "led",
+                "input": {"backend": "replay", "path": str(replay), "speed": 1},
+                "register_meter": "grid",
+                "drift_check_s": 3,
+                "drift_warn_pulses_per_day": 10,
+                "auto_rebase": True,
+            },
+            {"name": "grid", "input": {"backend": "sml", "device": str(port.link)}},
+        ],
+    )
+    proc = start_daemon(s)
+    out = s.with_suffix(".out")
+    wh = 5_000_000.0
+    try:
+        wait_for(lambda: port.opened_by(proc.pid), timeout=20)
+        deadline = time.monotonic() + 60
+        while "re-based on the register" not in out.read_text():
+            assert time.monotonic() < deadline, out.read_text()
+            wh += 3.0  # the register: 3 Wh in each half second the LED shows 1
+            port.send(mf.sml_file(wh, None, 21600))
+            time.sleep(0.5)  # the meter's cadence
+        rebased = float(out.read_text().split("energy_kwh now ")[1].split()[0])
+        # The LED's next pulses go on from the register.
+        wait_for(
+            lambda: float(rows_of(tmp_path, "led")[-1]["energy_kwh"]) >= rebased, 20
+        )
+        status = run_power("--settings", str(s), "--status").stdout
+    finally:
+        log = stop(proc)
+    assert log.count("pulses missed against the register of grid") == 1, log
+    assert "register led:" in status and "pulses missed" in status, status
+    energy = [float(r["energy_kwh"]) for r in rows_of(tmp_path, "led")]
+    assert energy == sorted(energy)  # re-based upward only: never down
+    assert energy[-1] <= wh / 1000 + 0.002  # raised to the register, no more

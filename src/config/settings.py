@@ -58,7 +58,26 @@ LEDS_OPTIONS: Dict[str, Option] = {
 METERS_EXTRA: Dict[str, Option] = {
     "input": Option("dict"),
     "detect_led": Option("int", None, nullable=True, minimum=0, maximum=1000),
+    # An LED meter held against a register meter of the same meter.
+    "register_meter": Option("str", None, nullable=True),
+    "drift_warn_pulses_per_day": Option("number", 10.0, minimum=0.0, maximum=1e9),
+    "drift_check_s": Option("number", 3600.0, minimum=1.0, maximum=86400.0),
+    "auto_rebase": Option("bool", False),
 }
+
+
+@dataclass(frozen=True)
+class Compare:
+    """An LED meter held against the register of the same meter: a
+    register reading of it every check_s, a warning past warn_per_day
+    pulses of drift a day, and, with auto_rebase, the LED's count re-based
+    on the register (upward only: a total never goes down)."""
+
+    register_meter: str
+    warn_per_day: float
+    check_s: float
+    auto_rebase: bool
+
 
 TOP_LEVEL = {
     "METER",
@@ -95,6 +114,7 @@ class MeterSetup:
     input_options: Dict[str, Any]
     detect_led: Optional[int]
     input_note: str = ""  # which backend reads it and why (log, --status)
+    compare: Optional[Compare] = None  # held against a register meter
 
 
 @dataclass(frozen=True)
@@ -286,6 +306,31 @@ def _register_meter(where: str, config: MeterConfig, given: Any) -> MeterConfig:
     )
 
 
+def _check_compare(meters: List[MeterSetup]) -> None:
+    """register_meter names a register meter; it is set on an LED meter."""
+    by_name = {m.config.name: m for m in meters}
+    for i, m in enumerate(meters):
+        if m.compare is None:
+            continue
+        where = f"METERS[{i}]['register_meter'] = {m.compare.register_meter!r}"
+        other = by_name.get(m.compare.register_meter)
+        if m.input_class.REGISTER or m.config.kind != "electricity":
+            raise SettingsError(
+                f"{where}: set it on the meter that counts the LED's pulses, "
+                "naming the meter that reads the register"
+            )
+        if (
+            other is None
+            or not other.input_class.REGISTER
+            or other.config.kind != "electricity"
+        ):
+            known = [n for n, x in by_name.items() if x.input_class.REGISTER]
+            raise SettingsError(
+                f"{where}: expected the name of a meter with a register input "
+                f"(sml, d0, p1) in METERS; there is {', '.join(known) or 'none'}"
+            )
+
+
 def _fed_meters(meters: List[MeterSetup]) -> List[MeterSetup]:
     """The meters an input reads besides its own (P1's gas and water)."""
     out: List[MeterSetup] = []
@@ -402,7 +447,17 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
             config = _meter(where, own)
             if cls.REGISTER:
                 config = _register_meter(where, config, own)
-            meters.append(MeterSetup(config, cls, opts, extra["detect_led"], note))
+            compare = None
+            if extra["register_meter"] is not None:
+                compare = Compare(
+                    extra["register_meter"],
+                    float(extra["drift_warn_pulses_per_day"]),
+                    float(extra["drift_check_s"]),
+                    extra["auto_rebase"],
+                )
+            meters.append(
+                MeterSetup(config, cls, opts, extra["detect_led"], note, compare)
+            )
     else:
         cls, opts, note = _input("INPUT", values.get("INPUT", {}))
         config = _meter("METER", values.get("METER", {}))
@@ -414,6 +469,7 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
     for name in names:
         if names.count(name) > 1:
             raise SettingsError(f"METERS: meter name {name!r} is used twice")
+    _check_compare(meters)
     _check_pins(meters, leds["ready"])
 
     data_dir = values.get("DATA_DIR", DEFAULT_DATA_DIR)

@@ -22,6 +22,7 @@ from core.meter import Meter
 from core.monitor import Monitor
 from core.regmeter import RegisterMeter
 from inputs.base import InputBackend, InputError, LedOutput
+from service.drift import DriftWatch
 from service.leds import StatusLeds
 from service.logsetup import RedactSecrets
 from service.pidcheck import LOCKFILE
@@ -95,6 +96,7 @@ class Service:
         self.exporter: Optional[Exporter] = None
         self._lock: Optional[IO[str]] = None
         self._started_inputs: List[InputBackend] = []
+        self.drift: Optional[DriftWatch] = None  # LED meters against registers
 
     # Signals ----------------------------------------------------------------
 
@@ -178,6 +180,8 @@ class Service:
             on_done=self.wakeup.set,
         )
         self.monitor.load_offsets()  # register readings win over the settings
+        if any(m.compare is not None for m in s.meters):
+            self.drift = DriftWatch(journal_path(s.data_dir), s.meters, self.log)
         for runner in self.runners:
             runner.start()
         self.monitor.start()
@@ -224,6 +228,8 @@ class Service:
             self.journal,
             self.commits,
         )
+        if self.drift is not None:
+            reader.drift = self.drift.rates
         exporter = Exporter(s.metrics, reader, self.log)
         try:
             exporter.start()
@@ -323,6 +329,8 @@ class Service:
                 return EXIT_FAILURE
             if self.states is not None:
                 self.states.sync(self.runners)
+            if self.drift is not None:
+                self.drift.check()
             # Signals interrupt this wait; everything that matters sets it.
             self.wakeup.wait(SYNC_STATES_S)
         self.log.info("stopping on signal")
@@ -398,5 +406,7 @@ class Service:
                 "memory; they are lost",
                 self.journal.pending,
             )
+        if self.drift is not None:
+            self.drift.close()
         if self._lock is not None:
             self._lock.close()

@@ -117,7 +117,15 @@ class PowerCollector:
             "Mean flow of a gas or water meter before the last reading (m³/h)",
             labels=["meter"],
         )
+        drift = GaugeMetricFamily(
+            "power_meter_register_drift_pulses_per_day",
+            "Pulses the LED missed (positive) or counted extra (negative) "
+            "against the meter's register, a day",
+            labels=["meter"],
+        )
         for m in s.meters:
+            if m.drift_per_day is not None:
+                drift.add_metric([m.name], m.drift_per_day)
             # A gas or water meter's total and rate are m³ and m³/h.
             volumetric = m.kind != "electricity"
             (volume if volumetric else energy).add_metric([m.name], m.energy_kwh)
@@ -132,7 +140,7 @@ class PowerCollector:
             if m.last_pulse is not None:
                 last_pulse.add_metric([m.name], m.last_pulse)
         yield from (energy, pulses, glitches, rejected, ghosts, watts, last_pulse)
-        yield from (exported, volume, flow)
+        yield from (exported, volume, flow, drift)
 
         backlog = GaugeMetricFamily(
             "power_sink_backlog_readings",

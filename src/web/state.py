@@ -85,6 +85,7 @@ class MeterState:
     last_pulse: Optional[float]
     export_kwh: Optional[float] = None  # where the meter has export
     kind: str = "electricity"
+    drift_per_day: Optional[float] = None  # pulses against its register
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,9 @@ class StateReader:
         self.runners = list(runners)
         self.journal = journal
         self.commits = commits
+        # Pulses a day each LED meter drifts from its register (set by the
+        # runtime where METERS name a register_meter).
+        self.drift: Dict[str, float] = {}
 
     def __call__(self) -> Snapshot:
         meters = []
@@ -147,6 +151,7 @@ class StateReader:
                     last_pulse=pulse_at,
                     export_kwh=None if last is None else last.export_kwh,
                     kind=c.kind,
+                    drift_per_day=self.drift.get(c.name),
                 )
             )
         end = self.journal.last_seq
