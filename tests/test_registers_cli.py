@@ -336,3 +336,53 @@ def test_led_meter_drifts_from_its_register_warns_and_rebases(tmp_path, port):
     energy = [float(r["energy_kwh"]) for r in rows_of(tmp_path, "led")]
     assert energy == sorted(energy)  # re-based upward only: never down
     assert energy[-1] <= wh / 1000 + 0.002  # raised to the register, no more
+
+
+def test_report_shows_import_export_and_gas(tmp_path):
+    """The report from a real journal: a register meter's import and export
+    per day, and a gas meter's m³ and flow."""
+    import logging
+
+    from core.journal import Journal, journal_path
+    from core.meter import Reading
+
+    s = settings_for(
+        tmp_path,
+        None,
+        METERS=[
+            {"name": "grid", "input": {"backend": "sml", "device": "/dev/ttyUSB0"}},
+            {"name": "boiler", "kind": "gas", "input": {"backend": "simulated"}},
+        ],
+    )
+    (tmp_path / "data").mkdir()
+    journal = Journal(journal_path(str(tmp_path / "data")), logging.getLogger("t"))
+    day = 1_714_564_800.0  # 2024-05-01 12:00 UTC
+    for h in range(48):  # two days: 1 kWh in and 0.5 kWh out an hour
+        t = day + 3600 * h
+        journal.append(
+            Reading(t, "grid", 1000 * h, float(h), 500.0, 3600.0, False, h / 2)
+        )
+        journal.append(Reading(t, "boiler", h, h / 100, 0.01, 3600.0))
+    journal.commit()
+    journal.close()
+    res = run_power(
+        "--settings", str(s), "report", "--by", "day", "--since", "2024-05-01",
+        "--until", "2024-05-04",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "Meter grid: energy by day" in text and "export kWh" in text
+    assert "Meter boiler: gas by day" in text and "m³" in text
+    assert "peak flow: 0.010 m³/h" in text
+    grid = text.split("Meter grid")[1]
+    total = next(line for line in grid.splitlines() if line.startswith("total"))
+    assert total.split()[1:3] == ["47.000", "23.500"]  # import, export
+    csv_out = run_power(
+        "--settings", str(s), "report", "--by", "day", "--since", "2024-05-01",
+        "--until", "2024-05-04", "--csv",
+    ).stdout  # fmt: skip
+    header, *rows = csv_out.splitlines()
+    assert header.endswith("export_kwh,volume_m3,peak_flow_m3h")
+    assert any(r.startswith("2024-05-02,boiler,,") and ",0.240," in r for r in rows), (
+        rows
+    )

@@ -153,6 +153,7 @@ def build(
     pulses_per_kwh: Dict[str, float],
     meter: Optional[str] = None,
     kinds: Optional[Dict[str, str]] = None,
+    registers: Iterable[str] = (),
 ) -> List[MeterReport]:
     """Stream the readings in [since, until) into per-meter reports.
     Export per period is the export total's rise in it."""
@@ -217,7 +218,9 @@ def build(
             report = reports[name] = MeterReport(
                 name, kind=kinds.get(name, "electricity")
             )
-        before = previous.get(name, pulses - 1)
+        # A pulse meter's first pulse is one pulse; a register's first
+        # reading in the period is where it stood, no energy of its own.
+        before = previous.get(name, pulses if name in registers else pulses - 1)
         previous[name] = pulses
         kwh = max(0, pulses - before) / pulses_per_kwh.get(name, 1000.0)
         local = dt.datetime.fromtimestamp(t)
@@ -386,6 +389,7 @@ def _build_from(path: str, since, until, args: argparse.Namespace):
             args.ppk,
             args.meter,
             getattr(args, "kinds", {}),
+            getattr(args, "registers", set()),
         )
         names = [args.meter] if args.meter else sorted(args.ppk)
         try:
@@ -452,6 +456,9 @@ def main(argv: List[str]) -> int:
         settings = load(args.settings or default_settings_path())
         ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
         args.kinds = {m.config.name: m.config.kind for m in settings.meters}
+        args.registers = {
+            m.config.name for m in settings.meters if m.input_class.REGISTER
+        }
         if args.journal:
             if not os.path.isfile(args.journal):
                 return fail(EXIT_USAGE, f"--journal {args.journal}: no such file")
