@@ -11,13 +11,14 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import meterframes as mf
 import pytest
 from conftest import power_cmd, read_csv, run_power, wait_for, write_settings
 from serialmeter import MeterPort, start_daemon
-from servers import Mosquitto
+from servers import Mosquitto, free_port
 from test_mqtt import retained
 
 
@@ -136,6 +137,7 @@ def test_sml_meter_without_pin_whole_kwh_no_power(tmp_path, port):
 
 def test_p1_to_csv_influxdb_and_mqtt_with_gas(tmp_path, port, influx, mosquitto):
     broker = mosquitto
+    metrics_port = free_port()
     s = settings_for(
         tmp_path,
         {"backend": "p1", "device": str(port.link), "every_s": 0, "gas_meter": "gas"},
@@ -144,6 +146,7 @@ def test_p1_to_csv_influxdb_and_mqtt_with_gas(tmp_path, port, influx, mosquitto)
             {"type": "influxdb", "host": "127.0.0.1", "port": influx.port},
             {"type": "mqtt", "host": "127.0.0.1", "port": broker.port},
         ],
+        METRICS={"listen": f"127.0.0.1:{metrics_port}"},
     )
     proc = start_daemon(s)
     telegrams = [
@@ -171,10 +174,22 @@ def test_p1_to_csv_influxdb_and_mqtt_with_gas(tmp_path, port, influx, mosquitto)
             ),
             timeout=30,
         )
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        scrape = urllib.request.urlopen(url, timeout=10).read().decode()
     finally:
         stop(proc)
     rows = rows_of(tmp_path)
     last = telegrams[-1]
+    metrics = dict(
+        line.rsplit(" ", 1) for line in scrape.splitlines() if not line.startswith("#")
+    )
+    exported = metrics['power_meter_export_kwh_total{meter="grid"}']
+    assert float(exported) == pytest.approx(sum(last[1]))
+    assert float(
+        metrics['power_meter_energy_kwh_total{meter="grid"}']
+    ) == pytest.approx(sum(last[0]))
+    assert float(metrics['power_meter_volume_m3_total{meter="gas"}']) == 100.5
+    assert 'power_meter_energy_kwh_total{meter="gas"}' not in metrics
     assert float(rows[-1]["energy_kwh"]) == pytest.approx(sum(last[0]))
     assert float(rows[-1]["export_kwh"]) == pytest.approx(sum(last[1]))
     assert float(rows[-1]["power_w"]) == pytest.approx(-last[2][1] * 1000)
