@@ -438,33 +438,36 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
         record.write(f"{EDGES_HEADER}\n# meter {cfg.name}: {backend.describe()}\n")
     kettle = None
     backend.start(on_edge, edges.qsize)
-    out.write(  # once the input is open: edges from now on are seen
-        f"watching meter {cfg.name}: {backend.describe()}, edge "
-        f"{pick.input_options.get('edge', '-')}, pull "
-        f"{pick.input_options.get('pull', '-')}; Ctrl-C ends\n"
-    )
-    out.flush()  # a script may wait for this line before the first flash
-    # The input's own clock: a replay's starts at its first edge.
-    anchor = None if backend.finite else backend.clock()[0]
+    # From here a Ctrl-C ends the watch with its summary: the first line
+    # tells a script the input is open, and a signal may follow at once.
     end_ns = switch_ns = None
-    half = (args.seconds or 120.0) / 2
-
-    def anchored(t_ns: int) -> None:
-        nonlocal end_ns, switch_ns
-        if args.seconds is not None:
-            end_ns = t_ns + int(args.seconds * NS_PER_S)
-        if args.kettle is not None:
-            switch_ns = t_ns + int(half * NS_PER_S)
-
-    if anchor is not None:
-        anchored(anchor)
-    if args.kettle is not None:
-        out.write(
-            f"kettle test: keep other loads steady; switch on the {args.kettle:g} "
-            f"W load when told (in {half:g} s)\n"
-        )
-    shown = time.monotonic()
     try:
+        out.write(  # once the input is open: edges from now on are seen
+            f"watching meter {cfg.name}: {backend.describe()}, edge "
+            f"{pick.input_options.get('edge', '-')}, pull "
+            f"{pick.input_options.get('pull', '-')}; Ctrl-C ends\n"
+        )
+        out.flush()  # a script may wait for this line before the first flash
+        # The input's own clock: a replay's starts at its first edge.
+        anchor = None if backend.finite else backend.clock()[0]
+        end_ns = switch_ns = None
+        half = (args.seconds or 120.0) / 2
+
+        def anchored(t_ns: int) -> None:
+            nonlocal end_ns, switch_ns
+            if args.seconds is not None:
+                end_ns = t_ns + int(args.seconds * NS_PER_S)
+            if args.kettle is not None:
+                switch_ns = t_ns + int(half * NS_PER_S)
+
+        if anchor is not None:
+            anchored(anchor)
+        if args.kettle is not None:
+            out.write(
+                f"kettle test: keep other loads steady; switch on the {args.kettle:g} "
+                f"W load when told (in {half:g} s)\n"
+            )
+        shown = time.monotonic()
         while True:
             if not args.plain and time.monotonic() - shown >= SHOW_EVERY_S:
                 out.write(watcher.running())
