@@ -160,16 +160,21 @@ class GpiodInput(InputBackend):
         self.gpiod = import_gpiod()
         self.path = chip_path(options["chip"])
         self.line: int = options["line"]
+        # Export (options made by hand, as the VM tests make them, may lack
+        # these keys: no direction or export line then).
+        self.direction: Optional[int] = options.get("direction_line")
+        self.direction_high = options.get("direction_active", "high") == "high"
+        self.export: Optional[int] = options.get("export_line")
         self.request: Any = None
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def describe(self) -> str:
         text = f"gpiod {self.path} line {self.line}"
-        if self.options["direction_line"] is not None:
-            text += f", direction line {self.options['direction_line']}"
-        if self.options["export_line"] is not None:
-            text += f", export LED line {self.options['export_line']}"
+        if self.direction is not None:
+            text += f", direction line {self.direction}"
+        if self.export is not None:
+            text += f", export LED line {self.export}"
         return text
 
     def start(self, on_edge: EdgeCallback, backlog: Backlog) -> None:
@@ -183,8 +188,7 @@ class GpiodInput(InputBackend):
             debounce_period=timedelta(milliseconds=self.options["filter_ms"]),
         )
         config = {self.line: settings}
-        direction = self.options["direction_line"]
-        export = self.options["export_line"]
+        direction, export = self.direction, self.export
         if export is not None:
             config[export] = settings  # a sensor like the import LED's
         if direction is not None:
@@ -207,7 +211,7 @@ class GpiodInput(InputBackend):
             from gpiod.line import Value
 
             high = self.request.get_value(direction) == Value.ACTIVE
-            exporting = high == (self.options["direction_active"] == "high")
+            exporting = high == self.direction_high
             on_edge(
                 time.monotonic_ns(), time.time(), EXPORTING if exporting else IMPORTING
             )
@@ -224,11 +228,9 @@ class GpiodInput(InputBackend):
         falling = EdgeEvent.Type.FALLING_EDGE
         rising = EdgeEvent.Type.RISING_EDGE
         starts_on_falling = self.options["edge"] == "falling"
-        line = self.line
-        direction = self.options["direction_line"]
-        export = self.options["export_line"]
+        line, direction, export = self.line, self.direction, self.export
         # The direction line's edge that starts an export.
-        exports_on = rising if self.options["direction_active"] == "high" else falling
+        exports_on = rising if self.direction_high else falling
         request = self.request
         wait = timedelta(seconds=WAIT_S)
         monotonic_ns, wall = time.monotonic_ns, time.time
