@@ -295,9 +295,11 @@ def test_field_lists_are_what_the_sinks_write(html):
     page = (html / "sinks" / "influxdb.html").read_text(encoding="utf-8")
     assert all(set(p["tags"]) == {influxdb.TAG} for p in points)
     pulse, estimate = points[1]["fields"], points[2]["fields"]
-    assert set(pulse) == set(influxdb.FIELDS) - {"estimate"}
+    assert set(pulse) == set(influxdb.FIELDS) - {"estimate", "export_kwh"}
     assert set(estimate) == {"power_w", "estimate"}  # no energy of its own
     assert "power_w" not in points[0]["fields"]  # unknown: left out
+    exporting = sink.points([powerref.sample_readings()[1]._replace(export_kwh=1.5)])
+    pulse = exporting[0]["fields"]  # a meter with export: the field too
     for name, kind in influxdb.FIELDS.items():
         assert type({**pulse, **estimate}[name]) is kind
         assert f'<span class="pre">{name}</span>' in page, name

@@ -937,3 +937,39 @@ def test_service_on_a_busy_line_fails_to_start_cleanly(gpiod, chip, tmp_path):
     for offset in (18, 23):  # the LEDs dark and given back
         assert gpiod._fake_values(chip, offset)[-1] is Value.INACTIVE
         assert not gpiod.Chip(chip).get_line_info(offset).used
+
+
+def test_direction_line_and_export_led_give_export(gpiod, chip):
+    """A direction input active while exporting (vzlogger's gpio_dir) makes
+    the LED's pulses export, with negative power; a second sensor on the
+    export LED counts export pulses of its own."""
+    from core.meter import EXPORT_PULSE, EXPORTING, IMPORTING, Meter
+
+    backend = make_input(
+        chip, direction_line=25, direction_active="low", export_line=26, pull="up"
+    )
+    calls: List[Tuple[int, float, int]] = []
+    backend.start(lambda t, wall, kind: calls.append((t, wall, kind)), lambda: 0)
+    assert [c[2] for c in calls] == [IMPORTING]  # the level read at start
+    base = time.monotonic_ns()
+    for i in range(3):  # importing: 2 pulses a second
+        gpiod._fake_pulse(chip, LINE, base + (i + 1) * 500 * MS)
+    gpiod._fake_edges(chip, 25, [(0, base + 1800 * MS)])  # exporting from here
+    for i in range(3):
+        gpiod._fake_pulse(chip, LINE, base + (4 + i) * 500 * MS)
+    gpiod._fake_edges(chip, 25, [(1, base + 3800 * MS)])
+    for i in range(2):  # the export LED, a second apart
+        gpiod._fake_pulse(chip, 26, base + (4 + i) * 1000 * MS)
+    wait_for(lambda: sum(c[2] == EXPORT_PULSE for c in calls) == 2, timeout=5)
+    assert [c[2] for c in calls if c[2] in (EXPORTING, IMPORTING)] == [
+        IMPORTING,
+        EXPORTING,
+        IMPORTING,
+    ]
+    meter = Meter(meter_config())
+    readings = []
+    for t, wall, kind in sorted(calls):
+        readings += meter.edge(t, wall, kind)
+    assert (meter.pulses, meter.export_pulses) == (3, 5), [c[2] for c in sorted(calls)]
+    assert readings[-1].export_kwh == pytest.approx(0.005)
+    assert readings[4].power_w < 0  # an exported pulse: negative power

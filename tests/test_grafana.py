@@ -4,6 +4,7 @@ daemon, with Grafana's macros expanded the way Grafana expands them."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 from conftest import ROOT, Workspace, write_replay
 from loadmodel import bucket_means, pulse_times, varying_load
 from servers import Influx
+
+from core.meter import Reading
+from sinks.influxdb import InfluxDBSink
 
 DASHBOARD = ROOT / "grafana" / "power-dashboard.json"
 DAY0 = 1_714_521_600  # 2024-05-01 00:00 UTC
@@ -71,6 +75,20 @@ def filled(tmp_path_factory):
                 "input": {"backend": "replay", "path": str(replay), "speed": 0},
             }
         )
+    # A gas meter counted by pulses: 0.01 m³ a pulse, 0.5 m³/h.
+    gas = [DAY0 + 72.0 * (i + 0.5) for i in range(3 * 1200)]
+    meters.append(
+        {
+            "name": "boiler",
+            "kind": "gas",
+            "pulses_per_m3": 100,
+            "input": {
+                "backend": "replay",
+                "path": str(write_replay(tmp / "boiler.txt", gas)),
+                "speed": 0,
+            },
+        }
+    )
     ws = Workspace(tmp)
     ws.write(
         METERS=meters,
@@ -79,6 +97,33 @@ def filled(tmp_path_factory):
     )
     res = ws.power("--nodaemon", timeout=300)
     assert res.returncode == 0, res.stderr
+    # A meter with export (a register meter's readings, hourly for three
+    # days, 1 kWh of export an hour), written by the sink itself.
+    sink = InfluxDBSink(
+        "influxdb",
+        {
+            **{k: o.default for k, o in InfluxDBSink.OPTIONS.items()},
+            "port": server.port,
+        },
+        logging.getLogger("test"),
+    )
+    sink.open()
+    sink.write(
+        [
+            Reading(
+                DAY0 + 3600.0 * h,
+                "solar",
+                1000 * h,
+                float(h),
+                -500.0,
+                3600.0,
+                False,
+                float(h),
+            )
+            for h in range(1, 72)
+        ]
+    )
+    sink.close()
     yield server, expected, pulses
     server.stop()
 
@@ -99,6 +144,7 @@ def test_dashboard_is_importable():
             assert target["query"].startswith("SELECT")
     titles = {p["title"] for p in dash["panels"]}
     assert {"Power", "Energy per day", "Energy today"} <= titles
+    assert {"Export per day", "Gas and water per day"} <= titles
 
 
 def test_every_panel_query_runs(filled):
@@ -106,7 +152,8 @@ def test_every_panel_query_runs(filled):
     start, end = DAY0 * 1000, (DAY0 + 3 * 86400) * 1000 - 1
     for panel in panels():
         for target in panel["targets"]:
-            q = expand(target["query"], start, end, ["house", "garage"])
+            meters = ["house", "garage", "boiler", "solar"]
+            q = expand(target["query"], start, end, meters)
             result = server.query(q)["results"][0]
             assert "error" not in result, (panel["title"], q, result)
             assert result.get("series"), (panel["title"], q)
@@ -117,7 +164,8 @@ def test_meter_variable_lists_the_meters(filled):
     dash = json.loads(DASHBOARD.read_text())
     variable = next(v for v in dash["templating"]["list"] if v["name"] == "meter")
     rows = server.series(variable["query"])
-    assert sorted(r["value"] for r in rows) == ["garage", "house", "lab"]
+    names = sorted(r["value"] for r in rows)
+    assert names == ["boiler", "garage", "house", "lab", "solar"]
 
 
 def test_daily_energy_matches_the_meters_count(filled):
@@ -221,3 +269,21 @@ def test_energy_today_counts_from_midnight_in_the_dashboards_zone(filled, meter)
     rows = server.series(q)
     counted = sum(1 for t in pulses[meter] if midnight <= t <= now)
     assert rows[-1]["energy"] == pytest.approx(counted / PPK, abs=1e-9)
+
+
+def test_export_and_gas_per_day(filled):
+    server = filled[0]
+    for title, meter, per_day in (
+        ("Export per day", "solar", 24.0),
+        ("Gas and water per day", "boiler", 12.0),  # 0.5 m³/h
+    ):
+        panel = next(p for p in panels() if p["title"] == title)
+        q = expand(
+            panel["targets"][0]["query"],
+            DAY0 * 1000,
+            (DAY0 + 3 * 86400) * 1000 - 1,
+            [meter],
+        )
+        (series,) = server.query(q)["results"][0]["series"]
+        values = [v for _, v in series["values"] if v is not None]
+        assert values[1] == pytest.approx(per_day, rel=0.01), (title, values)

@@ -504,32 +504,32 @@ def test_format_then_parse_is_within_half_a_millisecond(t):
 
 def test_csv_line_exact():
     r = Reading(1714564803.6, "main", 2, 0.002, 1000.0, 3.6)
-    assert csv_line(r) == "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6,0"
+    assert csv_line(r) == "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6,0,,,"
     r = Reading(1714564800.123, "grid", 12345, 12.345678901, 1234.5678, 2.9166666)
     assert csv_line(r) == (
-        "2024-05-01T12:00:00.123Z,grid,12345,12.345679,1234.57,2.917,0"
+        "2024-05-01T12:00:00.123Z,grid,12345,12.345679,1234.57,2.917,0,,,"
     )
     # A file begun before the estimate column goes on without it.
-    assert csv_line(r, False) == (
+    assert csv_line(r, 6) == (
         "2024-05-01T12:00:00.123Z,grid,12345,12.345679,1234.57,2.917"
     )
 
 
 def test_csv_line_of_an_estimate():
     r = Reading(1714564875.0, "main", 2, 0.002, 48.0, 75.0, True)
-    assert csv_line(r) == "2024-05-01T12:01:15.000Z,main,2,0.002,48,75,1"
+    assert csv_line(r) == "2024-05-01T12:01:15.000Z,main,2,0.002,48,75,1,,,"
 
 
 def test_csv_line_unknown_power_gives_empty_fields():
     r = Reading(1714564800.0, "main", 1, 0.001, None, None)
     line = csv_line(r)
-    assert line == "2024-05-01T12:00:00.000Z,main,1,0.001,,,0"
-    assert len(line.split(",")) == len(COLUMNS) == 7
+    assert line == "2024-05-01T12:00:00.000Z,main,1,0.001,,,0,,,"
+    assert len(line.split(",")) == len(COLUMNS) == 10
 
 
 def test_csv_line_idle_reading_has_zero_power():
     r = Reading(1714565100.0, "main", 1, 0.001, 0.0, 300.0, True)
-    assert csv_line(r) == "2024-05-01T12:05:00.000Z,main,1,0.001,0,300,1"
+    assert csv_line(r) == "2024-05-01T12:05:00.000Z,main,1,0.001,0,300,1,,,"
 
 
 def test_format_number():
@@ -572,11 +572,11 @@ def test_format_number_parses_back_within_its_places(value, places):
     energy=st.floats(-1e6, 1e9, allow_nan=False),
     power=st.one_of(st.none(), st.floats(0, 1e7, allow_nan=False)),
 )
-def test_csv_line_has_seven_fields_and_parses_back(t_ms, name, pulses, energy, power):
+def test_csv_line_has_ten_fields_and_parses_back(t_ms, name, pulses, energy, power):
     interval = None if power is None else 1.0
     r = Reading(t_ms / 1000, name, pulses, energy, power, interval)
     fields = csv_line(r).split(",")
-    assert len(fields) == 7 and fields[6] == "0"
+    assert len(fields) == 10 and fields[6] == "0" and fields[7:] == ["", "", ""]
     assert round(parse_time(fields[0]) * 1000) == t_ms
     assert fields[1] == name
     assert int(fields[2]) == pulses
@@ -590,7 +590,7 @@ def test_csv_line_has_seven_fields_and_parses_back(t_ms, name, pulses, energy, p
 
 def test_file_sink_goes_on_in_the_columns_of_an_older_file(tmp_path):
     """A CSV begun before the estimate column keeps its six columns (the
-    header cannot change under its rows); a new file has seven."""
+    header cannot change under its rows); a new file has them all."""
     old = tmp_path / "old.csv"
     old.write_text(HEADER_V1 + "\n2024-05-01T12:00:00.000Z,main,1,0.001,,\n")
     new = tmp_path / "new.csv"
@@ -610,8 +610,8 @@ def test_file_sink_goes_on_in_the_columns_of_an_older_file(tmp_path):
     ]
     assert new.read_text().splitlines() == [
         HEADER,
-        "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6,0",
-        "2024-05-01T12:00:08.100Z,main,2,0.002,800,4.5,1",
+        "2024-05-01T12:00:03.600Z,main,2,0.002,1000,3.6,0,,,",
+        "2024-05-01T12:00:08.100Z,main,2,0.002,800,4.5,1,,,",
     ]
     assert [t for _, t in read_pulses(str(old))] == pytest.approx(
         [1714564800.0, 1714564803.6]

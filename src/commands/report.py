@@ -44,6 +44,7 @@ class Period:
     start: dt.datetime
     energy_kwh: float = 0.0
     peak_w: Optional[float] = None
+    export_kwh: float = 0.0  # energy exported (meters that see it)
     rejected: Tuple[int, int, int] = (0, 0, 0)  # glitches, implausible, ghosts
 
 
@@ -56,10 +57,21 @@ class MeterReport:
     # pulse intervals, in kWh, and the seconds those intervals covered.
     hourly_kwh: Dict[float, float] = field(default_factory=dict)
     hourly_covered: Dict[float, float] = field(default_factory=dict)
+    has_export: bool = False
+    kind: str = "electricity"  # gas, water: m³ and m³/h
 
     @property
     def total_kwh(self) -> float:
         return sum(p.energy_kwh for p in self.periods.values())
+
+    @property
+    def total_export_kwh(self) -> float:
+        return sum(p.export_kwh for p in self.periods.values())
+
+    @property
+    def units(self) -> Tuple[str, str]:
+        """(total, rate) as this meter counts them."""
+        return ("kWh", "W") if self.kind == "electricity" else ("m³", "m³/h")
 
     @property
     def rejected(self) -> Tuple[int, int, int]:
@@ -141,10 +153,15 @@ def build(
     by: str,
     pulses_per_kwh: Dict[str, float],
     meter: Optional[str] = None,
+    kinds: Optional[Dict[str, str]] = None,
+    registers: Iterable[str] = (),
 ) -> List[MeterReport]:
-    """Stream the readings in [since, until) into per-meter reports."""
+    """Stream the readings in [since, until) into per-meter reports.
+    Export per period is the export total's rise in it."""
     reports: Dict[str, MeterReport] = {}
     previous: Dict[str, int] = {}
+    exported: Dict[str, float] = {}
+    kinds = kinds or {}
     known = [r[0] for r in conn.execute("SELECT name FROM meters ORDER BY name")]
     if meter and meter not in known:
         raise SettingsError(
@@ -160,21 +177,51 @@ def build(
         ).fetchone()
         if row:
             previous[name] = row[0]
-    estimate = "estimate" if "estimate" in columns(conn) else "0"
+    names_of = columns(conn).split(", ")
+    estimate, export = names_of[7], names_of[8]
+    for name in names:
+        row = conn.execute(
+            f"SELECT {export} FROM readings WHERE meter = ? AND time < ? AND "
+            f"{export} IS NOT NULL ORDER BY seq DESC LIMIT 1",
+            (name, since),
+        ).fetchone()
+        if row:
+            exported[name] = row[0]
     rows = conn.execute(
-        f"SELECT time, meter, pulses, power_w, interval_s, {estimate} FROM readings "
-        "WHERE time >= ? AND time < ? ORDER BY seq",
+        f"SELECT time, meter, pulses, power_w, interval_s, {estimate}, {export} "
+        "FROM readings WHERE time >= ? AND time < ? ORDER BY seq",
         (since, until),
     )
-    for t, name, pulses, power, interval, is_estimate in rows:
+    for t, name, pulses, power, interval, is_estimate, export_kwh in rows:
         if meter and name != meter:
             continue
+        if export_kwh is not None and not is_estimate:
+            report = reports.get(name)
+            if report is None:
+                report = reports[name] = MeterReport(
+                    name, kind=kinds.get(name, "electricity")
+                )
+            report.has_export = True
+            before_export = exported.get(name, export_kwh)
+            exported[name] = export_kwh
+            if export_kwh > before_export:
+                start = floor(dt.datetime.fromtimestamp(t), by)
+                period = report.periods.get(start)
+                if period is None:
+                    period = report.periods[start] = Period(start)
+                period.export_kwh += export_kwh - before_export
         if is_estimate or (power == 0.0 and pulses == previous.get(name)):
             continue  # not a pulse: a bound between pulses, or a 0 W idle row
+        if pulses == previous.get(name):
+            continue  # no import: an export reading (or a register at rest)
         report = reports.get(name)
         if report is None:
-            report = reports[name] = MeterReport(name)
-        before = previous.get(name, pulses - 1)
+            report = reports[name] = MeterReport(
+                name, kind=kinds.get(name, "electricity")
+            )
+        # A pulse meter's first pulse is one pulse; a register's first
+        # reading in the period is where it stood, no energy of its own.
+        before = previous.get(name, pulses if name in registers else pulses - 1)
         previous[name] = pulses
         kwh = max(0, pulses - before) / pulses_per_kwh.get(name, 1000.0)
         local = dt.datetime.fromtimestamp(t)
@@ -197,7 +244,9 @@ def build(
             continue
         report = reports.get(name)
         if report is None:
-            report = reports[name] = MeterReport(name)
+            report = reports[name] = MeterReport(
+                name, kind=kinds.get(name, "electricity")
+            )
         start = floor(dt.datetime.fromtimestamp(hour), by)
         period = report.periods.get(start)
         if period is None:
@@ -222,33 +271,46 @@ def render_text(
     if not reports:
         return f"No readings {span}.\n"
     for report in reports:
-        out.write(f"Meter {report.meter}: energy by {by}, {span} (local time)\n\n")
-        head = f"{'period':<16} {'kWh':>10}"
+        total_unit, rate_unit = report.units
+        what = "energy" if report.kind == "electricity" else report.kind
+        out.write(f"Meter {report.meter}: {what} by {by}, {span} (local time)\n\n")
+        head = f"{'period':<16} {total_unit:>10}"
+        if report.has_export:
+            head += f" {'export kWh':>10}"
         if tariff is not None:
             head += f" {'cost':>9}"
         health = any(report.rejected)  # rejected edges: a column for ghosts
-        out.write(head + f" {'peak W':>8}" + (f" {'ghosts':>6}" if health else ""))
+        peak = f"peak {rate_unit}"
+        out.write(head + f" {peak:>9}" + (f" {'ghosts':>6}" if health else ""))
         out.write("\n")
         periods = [report.periods[k] for k in sorted(report.periods)]
         largest = max(p.energy_kwh for p in periods)
         for p in periods:
             line = f"{label(p.start, by):<16} {p.energy_kwh:10.3f}"
+            if report.has_export:
+                line += f" {p.export_kwh:10.3f}"
             if tariff is not None:
                 line += f" {p.energy_kwh * tariff:9.2f}"
-            peak = "" if p.peak_w is None else f"{p.peak_w:.0f}"
-            line += f" {peak:>8}"
+            places = 0 if report.kind == "electricity" else 3
+            peak = "" if p.peak_w is None else f"{p.peak_w:.{places}f}"
+            line += f" {peak:>9}"
             if health:
                 line += f" {p.rejected[2]:>6}"
             out.write(line + f"  {bar(p.energy_kwh, largest)}\n")
         total = f"{'total':<16} {report.total_kwh:10.3f}"
+        if report.has_export:
+            total += f" {report.total_export_kwh:10.3f}"
         if tariff is not None:
             total += f" {report.total_kwh * tariff:9.2f}"
         out.write(total + "\n\n")
         if report.peak is not None:
             when = dt.datetime.fromtimestamp(report.peak[1]).strftime("%Y-%m-%d %H:%M")
-            out.write(f"peak load: {report.peak[0]:.0f} W at {when}\n")
+            if report.kind == "electricity":
+                out.write(f"peak load: {report.peak[0]:.0f} W at {when}\n")
+            else:
+                out.write(f"peak flow: {report.peak[0]:.3f} m³/h at {when}\n")
         base = report.base_load_w()
-        if base is not None:
+        if base is not None and report.kind == "electricity":
             out.write(f"base load: {base:.0f} W (the lowest mean over a whole hour)\n")
         if health:
             out.write(f"rejected edges: {rejects.describe(report.rejected)}\n")
@@ -260,16 +322,26 @@ def render_csv(reports: List[MeterReport], by: str, tariff: Optional[float]) -> 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(
-        ["period", "meter", "energy_kwh", "cost", "peak_w"] + list(rejects.KINDS)
+        ["period", "meter", "energy_kwh", "cost", "peak_w"]
+        + list(rejects.KINDS)
+        + ["export_kwh", "volume_m3", "peak_flow_m3h"]
     )
     for report in reports:
         for key in sorted(report.periods):
             p = report.periods[key]
             cost = "" if tariff is None else f"{p.energy_kwh * tariff:.2f}"
             peak = "" if p.peak_w is None else f"{p.peak_w:.1f}"
+            export = f"{p.export_kwh:.3f}" if report.has_export else ""
+            if report.kind == "electricity":
+                amounts = [f"{p.energy_kwh:.3f}", cost, peak]
+                volumes = ["", ""]
+            else:  # a gas or water meter: its m³ in columns of their own
+                flow = "" if p.peak_w is None else f"{p.peak_w:.4f}"
+                amounts, volumes = ["", cost, ""], [f"{p.energy_kwh:.3f}", flow]
             writer.writerow(
-                [label(p.start, by), report.meter, f"{p.energy_kwh:.3f}", cost, peak]
+                [label(p.start, by), report.meter, *amounts]
                 + list(p.rejected)
+                + [export, *volumes]
             )
     return out.getvalue()
 
@@ -354,7 +426,14 @@ def _build_from(path: str, since, until, args: argparse.Namespace):
     conn = connect(path, readonly=True)
     try:
         reports = build(
-            conn, since.timestamp(), until.timestamp(), args.by, args.ppk, args.meter
+            conn,
+            since.timestamp(),
+            until.timestamp(),
+            args.by,
+            args.ppk,
+            args.meter,
+            getattr(args, "kinds", {}),
+            getattr(args, "registers", set()),
         )
         names = [args.meter] if args.meter else sorted(args.ppk)
         try:
@@ -462,6 +541,10 @@ def main(argv: List[str]) -> int:
     try:
         settings = load(args.settings or default_settings_path())
         ppk = {m.config.name: m.config.pulses_per_kwh for m in settings.meters}
+        args.kinds = {m.config.name: m.config.kind for m in settings.meters}
+        args.registers = {
+            m.config.name for m in settings.meters if m.input_class.REGISTER
+        }
         if args.journal:
             problem = not_a_journal(args.journal)
             if problem:

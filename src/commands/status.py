@@ -59,8 +59,12 @@ def main(pidfile: str, settings: Optional[Settings]) -> int:
     else:
         if not status.last:
             print("last reading: none yet")
+        kinds = {m.config.name: m.config.kind for m in settings.meters}
+        registers = {m.config.name for m in settings.meters if m.input_class.REGISTER}
         for name, r in status.last.items():
-            power = "unknown" if r.power_w is None else f"{r.power_w:.1f} W"
+            volume = kinds.get(name, "electricity") != "electricity"
+            rate, total = ("m³/h", "m³") if volume else ("W", "kWh")
+            power = "unknown" if r.power_w is None else f"{r.power_w:.1f} {rate}"
             if r.estimate:
                 bound = (
                     "0 W after the idle timeout"
@@ -68,12 +72,24 @@ def main(pidfile: str, settings: Optional[Settings]) -> int:
                     else f"at most {power}"
                 )
                 power = f"{bound} (estimate: no pulse for {r.interval_s:.0f} s)"
+            export = "" if r.export_kwh is None else f", export {r.export_kwh:.3f} kWh"
+            count = (
+                f"register {r.pulses} {'L' if volume else 'Wh'}"
+                if name in registers
+                else f"pulse {r.pulses}"
+            )
             print(
                 f"last reading: {name} at {format_time(r.time)}: {power}, "
-                f"{r.energy_kwh:.3f} kWh, pulse {r.pulses}"
+                f"{r.energy_kwh:.3f} {total}{export}, {count}"
             )
         for name, counts in status.rejected.items():
             day = status.rejected_day.get(name, (0, 0, 0))
+            if name in registers:  # frames, not edges
+                print(
+                    f"frames of {name} kept out: {frame_counts(day)} in the last "
+                    f"24 h; {frame_counts(counts)} in all"
+                )
+                continue
             print(
                 f"rejected edges of {name}: {rejects.describe(day)} in the last "
                 f"24 h; {rejects.describe(counts)} in all"
@@ -135,6 +151,14 @@ def backlog(settings: Settings, setup, status, pid: Optional[int]) -> str:
             "the journal's next commit)"
         )
     return f"backlog {counted} readings"
+
+
+def frame_counts(counts) -> str:
+    """A register input's rejects: unusable frames and implausible totals."""
+    return (
+        f"{counts[0]} unusable (CRC errors, cut or garbage frames), "
+        f"{counts[1]} with an implausible total"
+    )
 
 
 def sink_errors(settings: Settings):

@@ -432,6 +432,14 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
         settings.meters[names.index(args.meter)] if args.meter else settings.meters[0]
     )
     cfg = pick.config
+    if pick.input_class.REGISTER:
+        if args.record:
+            return fail(
+                EXIT_USAGE,
+                f"--record: meter {cfg.name} reads its register, not edges; "
+                "watch it without --record",
+            )
+        return watch_register(args, pick, log, out)
     backend = pick.input_class(pick.input_options, cfg, log)
     edges: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -453,17 +461,9 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
         if args.kettle is not None:
             switch_ns = t_ns + int(half * NS_PER_S)
 
-    # A Ctrl-C, however soon, must end with the summary and the input
-    # stopped: held back while the input starts, it comes inside the try.
-    stops = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    start_holding_stops(backend, on_edge, edges.qsize)
     try:
-        backend.start(on_edge, edges.qsize)
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
-        raise
-    try:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
         out.write(  # once the input is open: edges from now on are seen
             f"watching meter {cfg.name}: {backend.describe()}, edge "
             f"{pick.input_options.get('edge', '-')}, pull "
@@ -533,6 +533,23 @@ def run(args, settings, log: logging.Logger, out: IO[str] = sys.stdout) -> int:
     return 0
 
 
+# A Ctrl-C, however soon, must end with the summary and the input stopped:
+# held back while the input starts, it comes inside the caller's try, which
+# lets it through first.
+STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+def start_holding_stops(backend, on_edge, backlog) -> None:
+    """Start the input with SIGINT and SIGTERM held; the caller unblocks
+    them inside the try that ends with the summary."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        backend.start(on_edge, backlog)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+        raise
+
+
 def check_record(path: str, replay: Optional[str], force: bool) -> None:
     """--record must not overwrite what was not meant: the file being
     replayed (it would be emptied before it is read), any regular file
@@ -553,6 +570,82 @@ def check_record(path: str, replay: Optional[str], force: bool) -> None:
             f"--record {path}: the file exists; add --force to overwrite it, or "
             "name a new file"
         )
+
+
+def watch_register(args, pick, log: logging.Logger, out: IO[str]) -> int:
+    """A register input (sml, d0, p1): each frame as it comes, with its
+    OBIS codes and values, and each frame that could not be used (a CRC
+    error, a cut or garbage frame), so a user can tell whether the read
+    head sits right."""
+    from core.csvformat import format_time
+    from core.options import Interrupted
+
+    backend = pick.input_class(pick.input_options, pick.config, log)
+    frames: queue.SimpleQueue = queue.SimpleQueue()
+
+    class Show:
+        """Told by the reading thread: one put each, nothing more."""
+
+        def frame(self, values, frame) -> None:
+            frames.put((time.time(), values, frame, None))
+
+        def bad(self, why: str) -> None:
+            frames.put((time.time(), [], None, why))
+
+    backend.observer = Show()  # type: ignore[attr-defined]
+    start_holding_stops(backend, lambda *edge: None, lambda: 0)
+    good = unusable = 0
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+        out.write(
+            f"watching meter {pick.config.name}: {backend.describe()}; frames as "
+            "they come; Ctrl-C ends\n"
+        )
+        out.flush()
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                wall, values, frame, why = frames.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if why is not None:
+                unusable += 1
+                out.write(f"{format_time(wall)}  {why}: frame dropped\n")
+            else:
+                good += 1
+                out.write(f"{format_time(wall)}  frame: {describe_frame(frame)}\n")
+                out.writelines(f"    {v}\n" for v in values)
+            out.flush()
+    except (KeyboardInterrupt, Interrupted):
+        out.write("stopped\n")
+    finally:
+        backend.stop()
+    out.write(f"{good} frames read, {unusable} unusable\n")
+    if good == 0 and unusable == 0:
+        out.write(
+            "no frame came: is the read head on the meter's optical interface "
+            "(not its LED), its cable in the port named, and the meter sending? "
+            "(a D0 meter in mode C answers a sign-on; check 'mode')\n"
+        )
+    elif unusable > good:
+        out.write(
+            "most frames were unusable: move the read head until it sits "
+            "straight on the interface, or check 'baud' and 'framing'\n"
+        )
+    return 0
+
+
+def describe_frame(frame) -> str:
+    """A frame's registers in a few words."""
+    if frame is None:
+        return "no import or export register in it"
+    parts = []
+    if frame.total is not None:
+        parts.append(f"import {frame.total:.4f} kWh")
+    if frame.export is not None:
+        parts.append(f"export {frame.export:.4f} kWh")
+    parts.append("power unknown" if frame.rate is None else f"power {frame.rate:g} W")
+    return ", ".join(parts)
 
 
 class Record:

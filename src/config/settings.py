@@ -21,9 +21,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
 from config.plugins import backend_class, sink_class
-from core.meter import MeterConfig
+from core.meter import KINDS, MeterConfig
 from core.options import Interrupted, Option, SettingsError, show, validate
-from inputs.base import InputBackend, InputError
+from core.regmeter import REGISTER_UNITS
+from inputs.base import FedInput, InputBackend, InputError
 from sinks.base import COMMON_OPTIONS, Sink
 from web.metrics import MetricsSetup
 from web.metrics import parse as parse_metrics
@@ -41,7 +42,10 @@ def _check_name(value: str) -> Optional[str]:
 
 METER_OPTIONS: Dict[str, Option] = {
     "name": Option("str", "main", check=_check_name),
+    "kind": Option("str", "electricity", choices=KINDS),
     "pulses_per_kwh": Option("number", 1000.0, minimum=0.001, maximum=1e7),
+    "pulses_per_m3": Option("number", None, nullable=True, minimum=0.001, maximum=1e7),
+    "max_flow_m3h": Option("number", None, nullable=True, minimum=0.001, maximum=1e6),
     "debounce_ms": Option("number", 50.0, minimum=0.0, maximum=60000.0),
     "max_power_w": Option("number", 30000.0, minimum=1.0, maximum=1e9),
     "idle_timeout_s": Option("number", 0.0, minimum=0.0, maximum=1e7),
@@ -61,7 +65,26 @@ LEDS_OPTIONS: Dict[str, Option] = {
 METERS_EXTRA: Dict[str, Option] = {
     "input": Option("dict"),
     "detect_led": Option("int", None, nullable=True, minimum=0, maximum=1000),
+    # An LED meter held against a register meter of the same meter.
+    "register_meter": Option("str", None, nullable=True),
+    "drift_warn_pulses_per_day": Option("number", 10.0, minimum=0.0, maximum=1e9),
+    "drift_check_s": Option("number", 3600.0, minimum=1.0, maximum=86400.0),
+    "auto_rebase": Option("bool", False),
 }
+
+
+@dataclass(frozen=True)
+class Compare:
+    """An LED meter held against the register of the same meter: a
+    register reading of it every check_s, a warning past warn_per_day
+    pulses of drift a day, and, with auto_rebase, the LED's count re-based
+    on the register (upward only: a total never goes down)."""
+
+    register_meter: str
+    warn_per_day: float
+    check_s: float
+    auto_rebase: bool
+
 
 TOP_LEVEL = {
     "METER",
@@ -99,6 +122,7 @@ class MeterSetup:
     input_options: Dict[str, Any]
     detect_led: Optional[int]
     input_note: str = ""  # which backend reads it and why (log, --status)
+    compare: Optional[Compare] = None  # held against a register meter
 
     def preflight(self) -> None:
         """The input's own checks before a start (SettingsError saying
@@ -373,8 +397,41 @@ def _secret_values(source: str) -> set:
     return found
 
 
+# What a gas or water meter counts by default, where METER does not say:
+# a reed switch bounces for far longer than an LED (a G4 gas meter at its
+# maximum flow gives one 0.01 m3 pulse every 6 s, so a second of debounce
+# holds), and its contact may stay closed for minutes when the dial stops
+# on the magnet (no upper flash width).
+VOLUME_DEFAULTS = {
+    "gas": {"pulses_per_m3": 100.0, "max_flow_m3h": 10.0, "debounce_ms": 1000.0},
+    "water": {"pulses_per_m3": 1000.0, "max_flow_m3h": 5.0, "debounce_ms": 250.0},
+}
+VOLUME_WIDTHS = {"min_pulse_ms": 20.0, "max_pulse_ms": 0.0}
+
+
 def _meter(where: str, given: Any) -> MeterConfig:
     values = validate(where, given, METER_OPTIONS)
+    kind = values["kind"]
+    if kind == "electricity":
+        for key in ("pulses_per_m3", "max_flow_m3h"):
+            if values[key] is not None:
+                raise SettingsError(
+                    f"{where}[{key!r}] = {show(values[key])}: only a gas or water "
+                    f"meter has it; set {where}['kind'] = 'gas' or 'water', or "
+                    "leave it out"
+                )
+    else:
+        for key in ("pulses_per_kwh", "max_power_w"):
+            if isinstance(given, dict) and key in given:
+                other = "pulses_per_m3" if key == "pulses_per_kwh" else "max_flow_m3h"
+                raise SettingsError(
+                    f"{where}[{key!r}]: a {kind} meter counts m³; give {other} instead"
+                )
+        for key, default in {**VOLUME_DEFAULTS[kind], **VOLUME_WIDTHS}.items():
+            if values.get(key) is None or key not in given:
+                values[key] = default
+        values["pulses_per_kwh"] = values["pulses_per_m3"]
+        values["max_power_w"] = values["max_flow_m3h"]
     low, high = values["min_pulse_ms"], values["max_pulse_ms"]
     if high and low >= high:
         raise SettingsError(
@@ -391,7 +448,82 @@ def _meter(where: str, given: Any) -> MeterConfig:
         estimate_fall=float(values["estimate_fall"]),
         min_pulse_ms=float(values["min_pulse_ms"]),
         max_pulse_ms=float(values["max_pulse_ms"]),
+        kind=kind,
     )
+
+
+def _register_meter(where: str, config: MeterConfig, given: Any) -> MeterConfig:
+    """A meter read from its register counts Wh (litres): no pulse maths."""
+    if isinstance(given, dict):
+        for key in ("pulses_per_kwh", "pulses_per_m3", "debounce_ms"):
+            if key in given:
+                raise SettingsError(
+                    f"{where}[{key!r}]: a register input reads the meter's own "
+                    "total, not pulses; leave it out"
+                )
+    return replace(
+        config,
+        pulses_per_kwh=REGISTER_UNITS,
+        debounce_ms=0.0,
+        min_pulse_ms=0.0,
+        max_pulse_ms=0.0,
+        estimate_fall=0.0,
+    )
+
+
+def _check_compare(meters: List[MeterSetup]) -> None:
+    """register_meter names a register meter; it is set on an LED meter."""
+    by_name = {m.config.name: m for m in meters}
+    for i, m in enumerate(meters):
+        if m.compare is None:
+            continue
+        where = f"METERS[{i}]['register_meter'] = {m.compare.register_meter!r}"
+        other = by_name.get(m.compare.register_meter)
+        if m.input_class.REGISTER or m.config.kind != "electricity":
+            raise SettingsError(
+                f"{where}: set it on the meter that counts the LED's pulses, "
+                "naming the meter that reads the register"
+            )
+        if (
+            other is None
+            or not other.input_class.REGISTER
+            or other.config.kind != "electricity"
+        ):
+            known = [n for n, x in by_name.items() if x.input_class.REGISTER]
+            raise SettingsError(
+                f"{where}: expected the name of a meter with a register input "
+                f"(sml, d0, p1) in METERS; there is {', '.join(known) or 'none'}"
+            )
+
+
+def _fed_meters(meters: List[MeterSetup]) -> List[MeterSetup]:
+    """The meters an input reads besides its own (P1's gas and water)."""
+    out: List[MeterSetup] = []
+    fed = FedInput
+    for m in meters:
+        o = m.input_options
+        for key, kind in (("gas_meter", "gas"), ("water_meter", "water")):
+            name = o.get(key)
+            if not name:
+                continue
+            problem = _check_name(name)
+            if problem:
+                raise SettingsError(f"INPUT[{key!r}] = {name!r}: {problem}")
+            config = MeterConfig(
+                name=name,
+                pulses_per_kwh=REGISTER_UNITS,
+                debounce_ms=0.0,
+                # m3/h: a sub-meter's values come checked, an hour apart
+                max_power_w=1e6,
+                min_pulse_ms=0.0,
+                max_pulse_ms=0.0,
+                estimate_fall=0.0,
+                kind=kind,
+            )
+            options = {"backend": "fed", "from": m.config.name}
+            note = f"{kind} on the P1 telegram of meter {m.config.name}"
+            out.append(MeterSetup(config, fed, options, None, note))
+    return out
 
 
 def _input(where: str, given: Any):
@@ -477,17 +609,32 @@ def parse(values: Dict[str, Any], path: str) -> Settings:
                 METERS_EXTRA,
             )
             cls, opts, note = _input(f"{where}['input']", extra["input"])
+            config = _meter(where, own)
+            if cls.REGISTER:
+                config = _register_meter(where, config, own)
+            compare = None
+            if extra["register_meter"] is not None:
+                compare = Compare(
+                    extra["register_meter"],
+                    float(extra["drift_warn_pulses_per_day"]),
+                    float(extra["drift_check_s"]),
+                    extra["auto_rebase"],
+                )
             meters.append(
-                MeterSetup(_meter(where, own), cls, opts, extra["detect_led"], note)
+                MeterSetup(config, cls, opts, extra["detect_led"], note, compare)
             )
     else:
         cls, opts, note = _input("INPUT", values.get("INPUT", {}))
         config = _meter("METER", values.get("METER", {}))
+        if cls.REGISTER:
+            config = _register_meter("METER", config, values.get("METER", {}))
         meters.append(MeterSetup(config, cls, opts, leds["detect"], note))
+    meters += _fed_meters(meters)
     names = [m.config.name for m in meters]
     for name in names:
         if names.count(name) > 1:
             raise SettingsError(f"METERS: meter name {name!r} is used twice")
+    _check_compare(meters)
     _check_pins(meters, leds["ready"])
 
     data_dir = values.get("DATA_DIR", DEFAULT_DATA_DIR)

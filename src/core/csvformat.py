@@ -11,9 +11,17 @@ from typing import Optional
 from core.meter import Reading
 
 # New columns go at the end, so older readers of the file keep working.
-HEADER = "time,meter,pulses,energy_kwh,power_w,interval_s,estimate"
+# export_kwh: a meter's cumulative export (empty where it has none); a gas
+# or water meter's volume (m3) and flow (m3/h) go in volume_m3 and flow_m3h,
+# its energy_kwh and power_w empty.
+HEADER = (
+    "time,meter,pulses,energy_kwh,power_w,interval_s,estimate,export_kwh,"
+    "volume_m3,flow_m3h"
+)
 COLUMNS = HEADER.split(",")
 HEADER_V1 = "time,meter,pulses,energy_kwh,power_w,interval_s"  # before estimate
+HEADER_V2 = HEADER_V1 + ",estimate"  # before export, gas and water
+HEADERS = (HEADER, HEADER_V2, HEADER_V1)  # the files the sink goes on with
 
 
 def format_time(t: float) -> str:
@@ -79,17 +87,31 @@ def _number(value: Optional[float], fmt: str, places: int) -> str:
     return format_number(value, places)
 
 
-def csv_line(r: Reading, estimate_column: bool = True) -> str:
-    """One CSV line (no newline). Meter names are checked to need no quoting.
-    The estimate column is 1 for an estimate, 0 for a pulse."""
-    t, meter, pulses, energy, power, interval, estimate = r
+def csv_line(r: Reading, columns: int = len(COLUMNS), volume: bool = False) -> str:
+    """One CSV line (no newline) of the first `columns` columns (a file
+    begun by an older version has fewer). Meter names are checked to need
+    no quoting. The estimate column is 1 for an estimate, 0 for a pulse.
+    `volume`: a gas or water meter's, whose energy_kwh and power_w are m3
+    and m3/h (written as volume_m3 and flow_m3h)."""
+    t, meter, pulses, energy, power, interval, estimate, export = r
     minutes, millis = divmod(int(round(t * 1000)), 60_000)
     seconds, millis = divmod(millis, 1000)
+    if volume:
+        amounts = ","
+    else:
+        amounts = f"{_number(energy, '%.6f', 6)},{_number(power, '%.2f', 2)}"
     line = (
         f"{minute_text(minutes)}{seconds:02d}.{millis:03d}Z,{meter},{pulses},"
-        f"{_number(energy, '%.6f', 6)},{_number(power, '%.2f', 2)},"
-        f"{_number(interval, '%.3f', 3)}"
+        f"{amounts},{_number(interval, '%.3f', 3)}"
     )
-    if estimate_column:
-        return line + (",1" if estimate else ",0")
-    return line
+    if columns <= 6:
+        return line
+    line += ",1" if estimate else ",0"
+    if columns <= 7:
+        return line
+    if volume:
+        return (
+            f"{line},{_number(export, '%.6f', 6)},{_number(energy, '%.6f', 6)},"
+            f"{_number(power, '%.4f', 4)}"
+        )
+    return f"{line},{_number(export, '%.6f', 6)},,"

@@ -33,6 +33,10 @@ EdgeCallback = Callable[..., None]
 PULSE = 0  # a pulse, width unknown (one edge seen)
 START = 1  # the configured edge: a flash begins
 END = 2  # the other edge: the flash ends
+# Export, from a second input of the same meter (never through EdgeKinds):
+EXPORT_PULSE = 3  # a flash of the export LED
+EXPORTING = 4  # the direction input went high: pulses are export
+IMPORTING = 5  # the direction input went low: pulses are import
 
 # A misread edge's successor came before the kernel's thread read the line:
 # within its delay, microseconds to a few milliseconds on a real board.

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS readings (
     energy_kwh REAL NOT NULL,
     power_w REAL,
     interval_s REAL,
-    estimate INTEGER NOT NULL DEFAULT 0
+    estimate INTEGER NOT NULL DEFAULT 0,
+    export_kwh REAL
 );
 CREATE TABLE IF NOT EXISTS meters (
     name TEXT PRIMARY KEY,
@@ -73,7 +74,19 @@ CREATE TABLE IF NOT EXISTS sink_errors (
     + rejects.SCHEMA
 )
 
-COLUMNS = "seq, time, meter, pulses, energy_kwh, power_w, interval_s, estimate"
+COLUMNS = (
+    "seq, time, meter, pulses, energy_kwh, power_w, interval_s, estimate, export_kwh"
+)
+INSERT_WITH_SEQ = f"INSERT INTO readings ({COLUMNS}) VALUES ({', '.join('?' * 9)})"
+INSERT = (  # a Reading, in column order
+    f"INSERT INTO readings ({COLUMNS[len('seq, ') :]}) VALUES ({', '.join('?' * 8)})"
+)
+# Columns added after the first version, with what an older journal reads
+# in their place (read-only readers cannot add them).
+LATER_COLUMNS = (
+    ("estimate", "INTEGER NOT NULL DEFAULT 0", "0"),
+    ("export_kwh", "REAL", "NULL"),
+)
 SAVE_CURSOR = (
     "INSERT INTO cursors (sink, seq) VALUES (?, ?) "
     "ON CONFLICT(sink) DO UPDATE SET seq=excluded.seq"
@@ -155,14 +168,18 @@ def preallocate_wal(path: str) -> bool:
 
 
 def _row(values: Sequence) -> Row:
-    return values[0], Reading(*values[1:7], bool(values[7]))
+    return values[0], Reading(*values[1:7], bool(values[7]), values[8])
 
 
 def columns(conn: sqlite3.Connection) -> str:
     """COLUMNS for a SELECT, also from a journal older than the estimate
-    column (read-only readers cannot add it)."""
+    or export column (read-only readers cannot add them)."""
     names = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
-    return COLUMNS if "estimate" in names else COLUMNS[: -len("estimate")] + "0"
+    first = COLUMNS.split(", ")[: -len(LATER_COLUMNS)]
+    return ", ".join(
+        first
+        + [name if name in names else stand_in for name, _, stand_in in LATER_COLUMNS]
+    )
 
 
 def open_schema(path: str) -> sqlite3.Connection:
@@ -175,12 +192,13 @@ def open_schema(path: str) -> sqlite3.Connection:
 
 
 def _add_estimate_column(conn: sqlite3.Connection) -> None:
-    """Journals written before estimates existed get the column (0: pulses,
-    as every row then was, bar 0 W idle rows)."""
-    if columns(conn) != COLUMNS:
-        conn.execute(
-            "ALTER TABLE readings ADD COLUMN estimate INTEGER NOT NULL DEFAULT 0"
-        )
+    """Journals written before estimates (or export) existed get the column
+    (estimate 0: pulses, as every row then was, bar 0 W idle rows; export
+    NULL: none seen)."""
+    names = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
+    for name, kind, _ in LATER_COLUMNS:
+        if name not in names:
+            conn.execute(f"ALTER TABLE readings ADD COLUMN {name} {kind}")
 
 
 def mark_path(path: str) -> str:
@@ -523,6 +541,16 @@ class Journal:
             ).fetchone()
         return None if row is None else row[0]
 
+    def last_export(self, meter: str) -> Optional[float]:
+        """The meter's newest export total (None: it never had one): export
+        goes on from it after a restart, as the pulse count does."""
+        row = self.conn.execute(
+            "SELECT export_kwh FROM readings WHERE meter = ? AND export_kwh IS NOT "
+            "NULL ORDER BY seq DESC LIMIT 1",
+            (meter,),
+        ).fetchone()
+        return None if row is None else row[0]
+
     def append(self, reading: Reading) -> None:
         """Queue a reading for the next group commit."""
         self._pending.append(reading)
@@ -557,8 +585,7 @@ class Journal:
             if rows and self.last_seq < self._seq_floor:
                 # A lost journal: sequence numbers go on above the mark.
                 conn.execute(
-                    "INSERT INTO readings (seq, time, meter, pulses, energy_kwh,"
-                    " power_w, interval_s, estimate) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    INSERT_WITH_SEQ,
                     (self._seq_floor + 1, *rows[0]),
                 )
                 rows_after = rows[1:]
@@ -566,8 +593,7 @@ class Journal:
                 rows_after = rows
             if rows:
                 conn.executemany(
-                    "INSERT INTO readings (time, meter, pulses, energy_kwh, power_w,"
-                    " interval_s, estimate) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    INSERT,
                     rows_after,  # Readings are tuples in column order
                 )
                 seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
@@ -876,7 +902,7 @@ def salvage(src: str, dst: str) -> Tuple[int, int]:
                 continue
             target.execute("BEGIN")
             target.executemany(
-                f"INSERT INTO readings ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                INSERT_WITH_SEQ,
                 rows,
             )
             target.execute("COMMIT")

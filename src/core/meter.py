@@ -35,13 +35,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional, Tuple
 
-from core.edgekinds import END, PULSE, START, EdgeKinds
+from core.edgekinds import (
+    END,
+    EXPORT_PULSE,
+    EXPORTING,
+    IMPORTING,
+    PULSE,
+    START,
+    EdgeKinds,
+)
 from core.timebounds import LATEST
 
 NS_PER_S = 1_000_000_000
 
 # What an edge is (the third value an input hands on): PULSE, START, END.
-__all__ = ["END", "NS_PER_S", "PULSE", "START", "Meter", "MeterConfig", "Reading"]
+__all__ = [
+    "END",
+    "EXPORTING",
+    "EXPORT_PULSE",
+    "IMPORTING",
+    "NS_PER_S",
+    "PULSE",
+    "START",
+    "Meter",
+    "MeterConfig",
+    "Reading",
+]
 
 
 class Reading(NamedTuple):
@@ -60,6 +79,15 @@ class Reading(NamedTuple):
     # Not a pulse: power_w is the falling upper bound since the last pulse
     # (interval_s is the time since it), or 0 W after idle_timeout_s.
     estimate: bool = False
+    # Cumulative export (kWh), for a meter that sees it; None where it has none.
+    export_kwh: Optional[float] = None
+
+
+# What a meter counts. For gas and water the reading's energy_kwh and
+# power_w carry the volume (m3) and the flow (m3/h): every sink names them
+# by the meter's kind (UNITS), and pulses_per_kwh is then pulses per m3.
+ELECTRICITY = "electricity"
+KINDS = (ELECTRICITY, "gas", "water")
 
 
 @dataclass(frozen=True)
@@ -73,11 +101,20 @@ class MeterConfig:
     estimate_fall: float = 0.2  # 0: no estimates between pulses
     min_pulse_ms: float = 5.0  # narrower flashes are ghosts (0: no limit)
     max_pulse_ms: float = 250.0  # wider flashes are ghosts (0: no limit)
+    kind: str = ELECTRICITY  # gas, water: per m3, max_power_w is m3/h
+
+    @property
+    def rate_scale(self) -> float:
+        """W per kW; a flow in m3/h is per hour of the volume itself."""
+        return 1000.0 if self.kind == ELECTRICITY else 1.0
 
 
-def power_from_interval(pulses_per_kwh: float, interval_s: float) -> float:
-    """Mean power in W when one pulse (1/ppk kWh) took `interval_s` seconds."""
-    return 3600.0 * 1000.0 / (pulses_per_kwh * interval_s)
+def power_from_interval(
+    pulses_per_kwh: float, interval_s: float, scale: float = 1000.0
+) -> float:
+    """Mean power in W when one pulse (1/ppk kWh) took `interval_s` seconds
+    (with `scale` 1 and pulses per m3: the flow in m3/h)."""
+    return 3600.0 * scale / (pulses_per_kwh * interval_s)
 
 
 class Meter:
@@ -88,9 +125,19 @@ class Meter:
     is unknown (None) rather than a guess.
     """
 
-    def __init__(self, config: MeterConfig, pulses: int = 0) -> None:
+    def __init__(
+        self,
+        config: MeterConfig,
+        pulses: int = 0,
+        export_pulses: Optional[int] = None,
+    ) -> None:
         self.config = config
         self.pulses = pulses
+        # Pulses counted while exporting (a direction input said so, or an
+        # export LED flashed); None until the meter has seen any export.
+        self.export_pulses = export_pulses
+        self._exporting = False  # the direction input's level
+        self._export_last_ns: Optional[int] = None  # the export LED's last pulse
         self.glitches = 0  # edges inside the debounce window
         self.implausible = 0  # edges implying more than max_power_w
         self.ghosts = 0  # flashes narrower or wider than the width limits
@@ -115,7 +162,7 @@ class Meter:
             int(
                 NS_PER_S
                 * 3600.0
-                * 1000.0
+                * config.rate_scale
                 / (config.pulses_per_kwh * config.max_power_w)
             ),
         )
@@ -139,16 +186,66 @@ class Meter:
     def energy_kwh(self) -> float:
         return self.offset_kwh + self.pulses / self.config.pulses_per_kwh
 
+    @property
+    def export_kwh(self) -> Optional[float]:
+        n = self.export_pulses
+        return None if n is None else n / self.config.pulses_per_kwh
+
     def edge(self, t_mono_ns: int, t_wall: float, kind: int = PULSE) -> List[Reading]:
         """Feed one edge; return the readings it produces (possibly none).
 
         Pending estimates and a pending idle-timeout reading come first, so
         a replay at any speed yields the same rows as a live run.
         """
+        if kind >= EXPORT_PULSE:
+            return self._export_edge(t_mono_ns, t_wall, kind)
         readings: List[Reading] = []
         for t_ns, wall, decided in self._kinds.feed(t_mono_ns, t_wall, kind):
             readings.extend(self._decided(t_ns, wall, decided))
         readings.extend(self._due(t_mono_ns))
+        return readings
+
+    def _export_edge(self, t_ns: int, t_wall: float, kind: int) -> List[Reading]:
+        """The direction input changed, or the export LED flashed.
+
+        With a direction input (high while exporting, as vzlogger's S0
+        gpio_dir), the LED's pulses count as export while it is high. A
+        second sensor on an export LED gives pulses of export of its own,
+        debounced and guarded as the import LED's are."""
+        readings = self._due(t_ns)
+        if self.export_pulses is None:
+            self.export_pulses = 0
+        if kind != EXPORT_PULSE:
+            self._exporting = kind == EXPORTING
+            return readings
+        last = self._export_last_ns
+        if last is not None:
+            gap = t_ns - last
+            if gap < self._debounce_ns:
+                self.glitches += 1
+                return readings
+            if gap < self._min_interval_ns:
+                self.implausible += 1
+                return readings
+        self._export_last_ns = t_ns
+        self.export_pulses += 1
+        power = interval = None
+        if last is not None:
+            interval = (t_ns - last) / NS_PER_S
+            c = self.config
+            power = -power_from_interval(c.pulses_per_kwh, interval, c.rate_scale)
+        readings.append(
+            Reading(
+                t_wall,
+                self.config.name,
+                self.pulses,
+                self.energy_kwh,
+                power,
+                interval,
+                False,
+                self.export_kwh,
+            )
+        )
         return readings
 
     @property
@@ -326,7 +423,11 @@ class Meter:
             self._next_estimate_ns = None
             self._idle_reported = True
             return readings
-        self.pulses += 1
+        if self._exporting:
+            assert self.export_pulses is not None
+            self.export_pulses += 1
+        else:
+            self.pulses += 1
         self._last_ns = t_mono_ns
         self._last_wall = t_wall
         self._idle_reported = False
@@ -336,15 +437,29 @@ class Meter:
             self._interval_ns = self._next_estimate_ns = None
         else:
             interval = (t_mono_ns - last) / NS_PER_S
-            power = power_from_interval(self.config.pulses_per_kwh, interval)
+            power = self._sign * power_from_interval(
+                self.config.pulses_per_kwh, interval, self.config.rate_scale
+            )
             self._interval_ns = t_mono_ns - last
             self._next_estimate_ns = self._estimate_due()
         readings.append(
             Reading(
-                t_wall, self.config.name, self.pulses, self.energy_kwh, power, interval
+                t_wall,
+                self.config.name,
+                self.pulses,
+                self.energy_kwh,
+                power,
+                interval,
+                False,
+                self.export_kwh,
             )
         )
         return readings
+
+    @property
+    def _sign(self) -> float:
+        """Power is negative while the direction input says export."""
+        return -1.0 if self._exporting else 1.0
 
     def _estimate_due(self) -> Optional[int]:
         """When the bound reaches its next published value (None: never)."""
@@ -381,9 +496,13 @@ class Meter:
                     self.config.name,
                     self.pulses,
                     self.energy_kwh,
-                    power_from_interval(self.config.pulses_per_kwh, interval),
+                    self._sign
+                    * power_from_interval(
+                        self.config.pulses_per_kwh, interval, self.config.rate_scale
+                    ),
                     interval,
                     True,
+                    self.export_kwh,
                 )
             )
             self._estimates += 1
@@ -406,6 +525,7 @@ class Meter:
                 0.0,
                 timeout,
                 True,
+                self.export_kwh,
             )
         )
         return out

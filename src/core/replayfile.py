@@ -23,7 +23,7 @@ from itertools import islice
 from operator import le
 from typing import IO, Iterator, List, Optional, Tuple
 
-from core.csvformat import HEADER, HEADER_V1, format_time, parse_time
+from core.csvformat import HEADER, HEADERS, format_time, parse_time
 from core.meter import END, NS_PER_S, PULSE, START
 from core.timebounds import EARLIEST, LATEST
 
@@ -171,7 +171,7 @@ def _parse(f, path: str, meter: Optional[str]) -> Iterator[Tuple[int, float]]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("time,"):
-            if line not in (HEADER, HEADER_V1):
+            if line not in HEADERS:
                 raise ReplayFileError(
                     f"{path} line {number}: CSV header {line!r} is not the file "
                     f"sink's {HEADER!r}"
@@ -226,7 +226,7 @@ def _csv_pulse(
     if len(fields) != columns:
         raise ReplayFileError(
             f"{path} line {number}: expected {columns} CSV fields "
-            f"({HEADER if columns == HEADER.count(',') + 1 else HEADER_V1}), "
+            f"({next(h for h in HEADERS if h.count(',') + 1 == columns)}), "
             f"found {len(fields)}"
         )
     name = fields[1]

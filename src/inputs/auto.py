@@ -21,6 +21,7 @@ from inputs.base import InputError
 # The labels of the GPIO chips behind a Raspberry Pi's 40-pin header: Pi 5,
 # Pi 4 and 400, Pi 1 to 3 and Zero.
 HEADER_LABELS = ("pinctrl-rp1", "pinctrl-bcm2711", "pinctrl-bcm2835")
+EXPORT_KEYS = ("direction_line", "direction_active", "export_line")
 
 
 def _chip_number(path: str) -> int:
@@ -72,6 +73,10 @@ class AutoInput:
         "chip": Option("str", None, nullable=True),
         # Only for gpiod: the kernel's debounce (see inputs/libgpiod.py).
         "filter_ms": Option("number", None, nullable=True, minimum=0.0, maximum=1000),
+        # Export, where gpiod is chosen (see the gpiod backend).
+        "direction_line": Option("int", None, nullable=True, minimum=0, maximum=1023),
+        "direction_active": Option("str", "high", choices=("high", "low")),
+        "export_line": Option("int", None, nullable=True, minimum=0, maximum=1023),
     }
 
     @classmethod
@@ -102,11 +107,21 @@ class AutoInput:
             options = {"backend": "gpiod", "chip": path, "line": values["pin"]}
             if values["filter_ms"] is not None:
                 options["filter_ms"] = values["filter_ms"]
+            for key in EXPORT_KEYS:
+                options[key] = values[key]
             why = (
                 f"auto: gpiod, the GPIO character device {path} ({how}), "
                 f"line {values['pin']}"
             )
             return "gpiod", {**options, **common}, why
+        for key in ("direction_line", "export_line"):
+            if values[key] is not None:
+                raise SettingsError(
+                    f"INPUT[{key!r}] = {values[key]!r}: export inputs are read "
+                    "with gpiod, which cannot run here ("
+                    + (missing or "no GPIO character device")
+                    + "); install gpiod or leave it out"
+                )
         reasons = [missing] if missing else []
         if not chips:
             reasons.insert(0, "there is no GPIO character device (/dev/gpiochip*)")

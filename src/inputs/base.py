@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, ClassVar, Dict, Optional, Tuple
+from typing import Callable, ClassVar, Dict, List, Optional, Tuple
 
 from core.edgekinds import EdgeCallback
 from core.meter import MeterConfig
@@ -53,6 +53,9 @@ class InputBackend:
     OPTIONS: ClassVar[Dict[str, Option]] = {}
     finite: ClassVar[bool] = False
     exclusive: ClassVar[bool] = True
+    # True for inputs that read the meter's register (sml, d0, p1): they
+    # hand on register frames (core/regmeter.py), not edges.
+    REGISTER: ClassVar[bool] = False
 
     def __init__(self, options: dict, meter: MeterConfig, log: logging.Logger):
         self.options = options
@@ -89,6 +92,27 @@ class InputBackend:
 
     def describe(self) -> str:
         return type(self).__name__
+
+    def feeds(self) -> List[str]:
+        """Other meters this input reads as well (P1's gas meter)."""
+        return []
+
+    def attach(self, meter: str, on_edge: EdgeCallback) -> None:
+        """The pulse path of another meter it feeds (see feeds())."""
+
+
+class FedInput(InputBackend):
+    """The input of a meter another input reads (P1's gas and water): it
+    does nothing itself; the other input hands on its frames."""
+
+    OPTIONS = {"backend": Option("str"), "from": Option("str")}
+    REGISTER = True
+
+    def start(self, on_edge: EdgeCallback, backlog: Backlog) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"the input of meter {self.options['from']}"
 
 
 class PacedThread:

@@ -17,7 +17,7 @@ import time
 from datetime import timedelta
 from typing import Any, Optional
 
-from core.meter import END, START
+from core.meter import END, EXPORT_PULSE, EXPORTING, IMPORTING, START
 from core.options import Option
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError, LedOutput
 
@@ -135,6 +135,12 @@ class GpiodInput(InputBackend):
         # and a period near the flash length loses flashes. The meter's
         # debounce_ms rejects bounces on the exact edge times, and counts them.
         "filter_ms": Option("number", 0.0, minimum=0.0, maximum=1000.0),
+        # Export: a direction input that is high (direction_active) while the
+        # meter exports, as vzlogger's S0 gpio_dir, which makes the LED's
+        # pulses export; or a second sensor on the meter's export LED.
+        "direction_line": Option("int", None, nullable=True, minimum=0, maximum=1023),
+        "direction_active": Option("str", "high", choices=("high", "low")),
+        "export_line": Option("int", None, nullable=True, minimum=0, maximum=1023),
     }
 
     @classmethod
@@ -154,12 +160,22 @@ class GpiodInput(InputBackend):
         self.gpiod = import_gpiod()
         self.path = chip_path(options["chip"])
         self.line: int = options["line"]
+        # Export (options made by hand, as the VM tests make them, may lack
+        # these keys: no direction or export line then).
+        self.direction: Optional[int] = options.get("direction_line")
+        self.direction_high = options.get("direction_active", "high") == "high"
+        self.export: Optional[int] = options.get("export_line")
         self.request: Any = None
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def describe(self) -> str:
-        return f"gpiod {self.path} line {self.line}"
+        text = f"gpiod {self.path} line {self.line}"
+        if self.direction is not None:
+            text += f", direction line {self.direction}"
+        if self.export is not None:
+            text += f", export LED line {self.export}"
+        return text
 
     def start(self, on_edge: EdgeCallback, backlog: Backlog) -> None:
         from gpiod.line import Bias, Direction, Edge
@@ -171,16 +187,34 @@ class GpiodInput(InputBackend):
             bias=bias[self.options["pull"]],
             debounce_period=timedelta(milliseconds=self.options["filter_ms"]),
         )
+        config = {self.line: settings}
+        direction, export = self.direction, self.export
+        if export is not None:
+            config[export] = settings  # a sensor like the import LED's
+        if direction is not None:
+            config[direction] = self.gpiod.LineSettings(
+                direction=Direction.INPUT,
+                edge_detection=Edge.BOTH,
+                bias=bias[self.options["pull"]],
+            )
         try:
             self.request = self.gpiod.request_lines(
                 self.path,
                 consumer=CONSUMER,
-                config={self.line: settings},
+                config=config,
                 event_buffer_size=EVENT_BUFFER,
             )
         except (OSError, ValueError) as exc:
             what = f"input {self.path} line {self.line}"
             raise _request_error(self.gpiod, exc, what, self.path, self.line) from None
+        if direction is not None:  # which way energy flows as we start
+            from gpiod.line import Value
+
+            high = self.request.get_value(direction) == Value.ACTIVE
+            exporting = high == self.direction_high
+            on_edge(
+                time.monotonic_ns(), time.time(), EXPORTING if exporting else IMPORTING
+            )
         self._thread = threading.Thread(
             target=self._read, args=(on_edge,), name=f"gpiod-{self.line}", daemon=True
         )
@@ -192,7 +226,11 @@ class GpiodInput(InputBackend):
         from gpiod.edge_event import EdgeEvent
 
         falling = EdgeEvent.Type.FALLING_EDGE
+        rising = EdgeEvent.Type.RISING_EDGE
         starts_on_falling = self.options["edge"] == "falling"
+        line, direction, export = self.line, self.direction, self.export
+        # The direction line's edge that starts an export.
+        exports_on = rising if self.direction_high else falling
         request = self.request
         wait = timedelta(seconds=WAIT_S)
         monotonic_ns, wall = time.monotonic_ns, time.time
@@ -209,9 +247,16 @@ class GpiodInput(InputBackend):
             now_ns, now_wall = monotonic_ns(), wall()
             for event in events:
                 ts = event.timestamp_ns
-                kind = (
-                    START if (event.event_type == falling) == starts_on_falling else END
-                )
+                starts = (event.event_type == falling) == starts_on_falling
+                offset = event.line_offset
+                if offset == line:
+                    kind = START if starts else END
+                elif offset == direction:
+                    kind = EXPORTING if event.event_type == exports_on else IMPORTING
+                elif offset == export and starts:
+                    kind = EXPORT_PULSE  # the export LED's flash begins
+                else:
+                    continue
                 on_edge(ts, now_wall - (now_ns - ts) / 1e9, kind)
 
     def led(self, pin: int) -> LedOutput:

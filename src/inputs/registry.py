@@ -15,4 +15,7 @@ BACKENDS: Dict[str, str] = {
     "gpiod": "inputs.libgpiod:GpiodInput",
     "simulated": "inputs.simulated:SimulatedInput",
     "replay": "inputs.replay:ReplayInput",
+    "sml": "inputs.sml:SmlInput",
+    "d0": "inputs.d0:D0Input",
+    "p1": "inputs.p1:P1Input",
 }

@@ -13,9 +13,9 @@ import signal
 import sqlite3
 import threading
 import time
-from typing import IO, Callable, Dict, List, Optional
+from typing import IO, Callable, Dict, List, Optional, Union
 
-from config.settings import Settings
+from config.settings import MeterSetup, Settings
 from core import ownfiles
 from core.csvformat import format_time
 from core.exits import EXIT_FAILURE, EXIT_OK
@@ -24,9 +24,11 @@ from core.judge import EdgeJudge
 from core.live import LiveFeed, ReadingQueue
 from core.meter import Meter
 from core.monitor import Monitor
+from core.regmeter import RegisterMeter
 from core.version import VERSION
 from inputs.base import InputBackend, InputError, LedOutput
 from service import runstate
+from service.drift import DriftWatch
 from service.leds import StatusLeds
 from service.logsetup import RedactSecrets
 from service.pidcheck import LOCKFILE
@@ -103,7 +105,7 @@ class Service:
         self.inputs: List[InputBackend] = []
         self.runners: List[SinkRunner] = []
         self.monitor: Optional[Monitor] = None
-        self.meters: List[Meter] = []
+        self.meters: List[Union[Meter, RegisterMeter]] = []
         self.leds: Optional[StatusLeds] = None
         self.commits: Optional[CommitLog] = None  # with METRICS or WEB only
         self.exporter: Optional[Exporter] = None
@@ -116,6 +118,7 @@ class Service:
         self.console_runner: Optional[LiveRunner] = None
         self._lock: Optional[IO[str]] = None
         self._started_inputs: List[InputBackend] = []
+        self.drift: Optional[DriftWatch] = None  # LED meters against registers
 
     # Signals ----------------------------------------------------------------
 
@@ -164,7 +167,7 @@ class Service:
             journal_path(s.data_dir), RedactSecrets(s.secrets).redact, self.tell
         )
         self.states.clear()
-        meters = [Meter(m.config, self.journal.pulses(m.config.name)) for m in s.meters]
+        meters = [self._meter(setup) for setup in s.meters]
         self.meters = meters
         for m, setup in zip(meters, s.meters):
             self.log.info(
@@ -211,6 +214,8 @@ class Service:
             judges=[self.judges.get(m.config.name) for m in meters],
         )
         self.monitor.load_offsets()  # register readings win over the settings
+        if any(m.compare is not None for m in s.meters):
+            self.drift = DriftWatch(journal_path(s.data_dir), s.meters, self.log)
         for runner in self.runners:
             runner.start()
         if self.console_runner is not None:
@@ -219,7 +224,10 @@ class Service:
         self.leds.start()
         if s.metrics is not None or s.web is not None:
             self._start_http()
+        names = [m.config.name for m in s.meters]
         for i, backend in enumerate(self.inputs):
+            for fed in backend.feeds():  # P1's gas meter: its frames too
+                backend.attach(fed, self.monitor.edge_callback(names.index(fed)))
             try:
                 backend.start(self.monitor.edge_callback(i), self._backlog)
             except InputError as exc:
@@ -244,6 +252,20 @@ class Service:
         except sqlite3.Error as exc:
             self.log.warning("cannot record the start for --status: %s", exc)
 
+    def _meter(self, setup: MeterSetup) -> Union[Meter, RegisterMeter]:
+        """A pulse meter, or one read from its register, going on from the
+        journal's count (and export total)."""
+        assert self.journal is not None
+        name = setup.config.name
+        export = self.journal.last_export(name)
+        if setup.input_class.REGISTER:
+            every = float(setup.input_options.get("every_s", 0.0))
+            return RegisterMeter(setup.config, self.journal.pulses(name), export, every)
+        exported = (
+            None if export is None else round(export * setup.config.pulses_per_kwh)
+        )
+        return Meter(setup.config, self.journal.pulses(name), exported)
+
     def _start_http(self) -> None:
         """/metrics and the page, each where its setting says; when both
         name one address, one server answers both (the page takes /)."""
@@ -257,6 +279,8 @@ class Service:
             self.commits,
             self.feed,
         )
+        if self.drift is not None:
+            reader.drift = self.drift.rates
         endpoints: Dict[tuple, Dict[str, Route]] = {}
         names: Dict[tuple, str] = {}
         if s.metrics is not None:
@@ -316,8 +340,16 @@ class Service:
     def _sinks(self) -> List[Sink]:
         sinks: List[Sink] = []
         meters = [m.config.name for m in self.settings.meters]
+        kinds = {
+            m.config.name: m.config.kind
+            for m in self.settings.meters
+            if m.config.kind != "electricity"
+        }
         for setup in self.settings.sinks:
-            sinks.append(setup.cls(setup.name, setup.options, self.log, meters))
+            sink = setup.cls(setup.name, setup.options, self.log, meters)
+            sink.kinds = kinds
+            sinks.append(sink)
+
         return sinks
 
     def _runner(self, sink: Sink) -> SinkRunner:
@@ -388,6 +420,8 @@ class Service:
                 return EXIT_FAILURE
             if self.states is not None:
                 self.states.sync(self.runners)
+            if self.drift is not None:
+                self.drift.check()
             # Signals interrupt this wait; everything that matters sets it.
             self.wakeup.wait(SYNC_STATES_S)
         self.log.info("stopping on signal")
@@ -472,5 +506,7 @@ class Service:
                 "memory; they are lost",
                 self.journal.pending,
             )
+        if self.drift is not None:
+            self.drift.close()
         if self._lock is not None:
             self._lock.close()

@@ -95,6 +95,9 @@ class Sink:
         self.options = options
         self.log = log
         self.meters = list(meters)  # the configured meters' names
+        # Each meter's kind where it is not electricity (gas, water: its
+        # energy_kwh and power_w are m3 and m3/h), set by the runtime.
+        self.kinds: Dict[str, str] = {}
         self.version = VERSION
         # Set by the runner before each write: the batch may not reach the
         # journal's end (it was cut at the batch size).
@@ -160,6 +163,10 @@ class Sink:
 
     def close(self) -> None:
         """Release what open() took; never raises."""
+
+    def is_volume(self, meter: str) -> bool:
+        """Does the meter count m3 (gas, water) rather than kWh?"""
+        return self.kinds.get(meter, "electricity") != "electricity"
 
     def describe(self) -> str:
         """Where the sink writes, for logs and --status; no secrets."""

@@ -33,7 +33,7 @@ class ConsoleSink(Sink):
         append = lines.append
         minute = None
         prefix = ""
-        for t, meter, pulses, energy, power, _, estimate in batch:
+        for t, meter, pulses, energy, power, _, estimate, _ in batch:
             minutes, millis = divmod(int(round(t * 1000)), 60_000)
             if minutes != minute:
                 minute, prefix = minutes, minute_text(minutes)

@@ -21,7 +21,7 @@ import re
 from typing import IO, Dict, List, Optional, Sequence, Tuple
 
 from core import ownfiles
-from core.csvformat import HEADER, HEADER_V1, csv_line, parse_time
+from core.csvformat import COLUMNS, HEADER, HEADER_V1, HEADERS, csv_line, parse_time
 from core.meter import Reading
 from core.options import Option
 from sinks.base import Sink, SinkError
@@ -30,7 +30,7 @@ CHUNK_BYTES = 65536  # the tail is read back in steps of this size
 # The columns every version of the file has (a later column, such as
 # estimate, may be missing from a file begun before it existed).
 KEY_FIELDS = HEADER_V1.count(",") + 1
-HEADERS = (HEADER, HEADER_V1)
+VOLUME_FIELD = COLUMNS.index("volume_m3")
 
 
 NAME_RE = re.compile(rb"[A-Za-z0-9_-]{1,64}")
@@ -39,7 +39,8 @@ NAME_RE = re.compile(rb"[A-Za-z0-9_-]{1,64}")
 def is_row(line: bytes) -> bool:
     """A row the sink could have written: its time, a meter's name (any:
     the file may hold a renamed meter's rows, which are history), a pulse
-    count and an energy. Anything else at the file's end (NUL bytes a
+    count and an energy (a gas or water meter's volume in its own column).
+    Anything else at the file's end (NUL bytes a
     power cut left, a line cut short and another run together with it,
     garbage) is damage."""
     fields = line.split(b",")
@@ -49,7 +50,8 @@ def is_row(line: bytes) -> bool:
         return False
     try:
         parse_time(fields[0].decode("ascii"))
-        float(fields[3])
+        volume = not fields[3] and len(fields) > VOLUME_FIELD
+        float(fields[VOLUME_FIELD] if volume else fields[3])
     except (UnicodeDecodeError, ValueError, OverflowError):
         return False
     return True
@@ -74,7 +76,7 @@ def last_good_line(f: IO[bytes], size: int) -> Tuple[int, Optional[bytes]]:
         before = pos + k if k >= 0 else -1  # the newline before, or none
         if newline is not None:  # the complete line (before, newline)
             line = buf[before + 1 - pos : newline - pos]
-            if line in (HEADER.encode(), HEADER_V1.encode()) or is_row(line):
+            if line.decode("utf-8", "replace") in HEADERS or is_row(line):
                 return newline + 1, line
         if before < 0:
             return 0, None
@@ -98,7 +100,8 @@ class FileSink(Sink):
         # For resume_after: the last line at open; "" for a file cut to
         # zero; None for a new file or one holding just its header.
         self._resume_line: Optional[str] = None
-        self._estimate_column = True  # False for a file begun before it existed
+        # The file's columns: fewer for one begun by an older version.
+        self._columns = len(COLUMNS)
 
     def describe(self) -> str:
         return f"{self.name} ({self.path})"
@@ -146,19 +149,20 @@ class FileSink(Sink):
             if last is None:
                 f.write((HEADER + "\n").encode())
                 f.flush()
-            self._skip_through = None if last in (None, *HEADERS) else last
+            self._skip_through = None if last is None or last in HEADERS else last
             # A file cut to zero lost its readings: all the journal holds go
             # again. One with just its header was started by this sink (or a
             # rotation): its saved position stands.
             if existed and last not in HEADERS:
                 self._resume_line = "" if last is None else last
-            self._estimate_column = self._first_line(f) != HEADER_V1
-            if not self._estimate_column:
+            first = self._first_line(f)
+            self._columns = first.count(",") + 1 if first in HEADERS else len(COLUMNS)
+            if self._columns < len(COLUMNS):
                 self.log.info(
                     "%s was begun by an older version: its rows go on without "
-                    "the estimate column (estimates repeat the pulse count); "
-                    "move it aside to start a file with the column",
+                    "the columns %s (move it aside to start a file with them)",
                     self.path,
+                    ", ".join(COLUMNS[self._columns :]),
                 )
         except OSError as exc:
             f.close()
@@ -225,8 +229,9 @@ class FileSink(Sink):
         except (IndexError, ValueError):
             return None
         key = fields[:KEY_FIELDS]
+        volume = self.is_volume(meter)
         for seq, reading in reversed(find(meter, pulses)):
-            if csv_line(reading).split(",")[:KEY_FIELDS] == key:
+            if csv_line(reading, volume=volume).split(",")[:KEY_FIELDS] == key:
                 self._skip_through = None  # the position is known exactly
                 return seq
         self.log.warning(
@@ -239,9 +244,10 @@ class FileSink(Sink):
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self._file is None:  # closed by an earlier error: open it again
             self.open()
-        column = self._estimate_column
+        columns = self._columns
+        kinds = self.kinds
         try:
-            formatted = [csv_line(r, column) for r in batch]
+            formatted = [csv_line(r, columns, r.meter in kinds) for r in batch]
         except (OverflowError, OSError, ValueError) as exc:
             raise SinkError(
                 f"cannot write a reading to {self.path}: {exc}", bad_data=True

@@ -34,11 +34,19 @@ from sinks.influxhttp import InfluxHTTP, InfluxHTTPError, NotInfluxDBError
 # What a point carries (the manual lists them from here): the meter's name as
 # a tag, and fields named as the reading's attributes, with their types.
 TAG = "meter"
-FIELDS = {"power_w": float, "energy_kwh": float, "pulses": int, "estimate": bool}
+FIELDS = {
+    "power_w": float,
+    "energy_kwh": float,
+    "pulses": int,
+    "estimate": bool,
+    "export_kwh": float,
+}
 # An estimate between pulses adds no energy: its point has power_w and
 # estimate = true only, so queries of energy (the dashboard's power panels)
 # see pulses only.
-PULSE_FIELDS = ("energy_kwh", "pulses")
+PULSE_FIELDS = ("energy_kwh", "pulses", "export_kwh")
+# A gas or water meter's volume and flow, under the names they have there.
+VOLUME_FIELDS = {"energy_kwh": "volume_m3", "power_w": "flow_m3h"}
 # Line protocol: in a measurement, tag key, tag value or field key a
 # backslash, space, comma or equals sign is escaped with a backslash (and a
 # newline, which the protocol cannot carry, written as \n), as the client's
@@ -152,12 +160,14 @@ class InfluxDBSink(Sink):
         out = []
         for r in batch:
             fields: Dict[str, Any] = {}
+            volume = self.is_volume(r.meter)
             for name, kind in FIELDS.items():
                 value = getattr(r, name)
                 if value is None or (r.estimate and name in PULSE_FIELDS):
                     continue  # an unknown power; an estimate's energy
                 if name != "estimate" or value:
-                    fields[name] = kind(value)
+                    key = VOLUME_FIELDS.get(name, name) if volume else name
+                    fields[key] = kind(value)
             out.append(
                 {
                     "measurement": o["measurement"],
@@ -187,12 +197,17 @@ class InfluxDBSink(Sink):
         keys = self._keys
         out = []
         append = out.append
-        for t, meter, pulses, energy, power, _, estimate in batch:
+        kinds = self.kinds
+        for t, meter, pulses, energy, power, _, estimate, export in batch:
             key = keys.get(meter)
             if key is None:
                 key = keys[meter] = self.series_key(meter)
             ms = int(round(t * 1000))
-            if estimate:  # power_w and estimate only: no energy of its own
+            if export is not None or meter in kinds:
+                append(
+                    self._line(key, ms, meter, pulses, energy, power, estimate, export)
+                )
+            elif estimate:  # power_w and estimate only: no energy of its own
                 if power is None:
                     append(f"{key} estimate=True {ms}")
                 else:
@@ -205,6 +220,33 @@ class InfluxDBSink(Sink):
                     f"pulses={int(pulses)}i {ms}"
                 )
         return out
+
+    def _line(
+        self,
+        key: str,
+        ms: int,
+        meter: str,
+        pulses: int,
+        energy: float,
+        power: Optional[float],
+        estimate: bool,
+        export: Optional[float],
+    ) -> str:
+        """A point with export, or of a gas or water meter (as lines())."""
+        fields: Dict[str, str] = {}
+        if power is not None:
+            fields["power_w"] = repr(float(power))
+        if estimate:
+            fields["estimate"] = "True"
+        else:
+            fields["energy_kwh"] = repr(float(energy))
+            fields["pulses"] = f"{int(pulses)}i"
+            if export is not None:
+                fields["export_kwh"] = repr(float(export))
+        if self.is_volume(meter):
+            fields = {VOLUME_FIELDS.get(k, k): v for k, v in fields.items()}
+        body = ",".join(f"{k}={fields[k]}" for k in sorted(fields))
+        return f"{key} {body} {ms}"
 
     def write(self, batch: Sequence[Reading]) -> Optional[int]:
         if self.client is None:

@@ -193,9 +193,15 @@ class LibratoSink(Sink):
         queue = self.conn.new_queue()
         for (meter, start), agg in self.aggregates(batch[:taken]).items():
             aggregator = Aggregator(self.conn, source=meter, measure_time=start)
+            # A gas or water meter's flow and volume, by their names.
+            rate, total = (
+                ("flow_m3h", "volume_m3")
+                if self.is_volume(meter)
+                else ("power_w", "energy_kwh")
+            )
             if agg["power"] is not None:
-                aggregator.measurements[f"{prefix}.power_w"] = dict(agg["power"])
-            aggregator.add(f"{prefix}.energy_kwh", round(agg["energy"], 6))
+                aggregator.measurements[f"{prefix}.{rate}"] = dict(agg["power"])
+            aggregator.add(f"{prefix}.{total}", round(agg["energy"], 6))
             queue.add_aggregator(aggregator)
         self._submit(queue)
         return taken

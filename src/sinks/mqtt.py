@@ -125,39 +125,95 @@ STATE_FIELDS = (
 )
 
 
-def state_payload(r: Reading) -> str:
+# Added where the meter has export (an electricity meter's total export).
+EXPORT_FIELD = "export_kwh"
+# A gas or water meter's state names its volume and flow for what they are.
+VOLUME_KEYS = {"energy_kwh": "volume_m3", "power_w": "flow_m3h"}
+
+
+def state_payload(r: Reading, volume: bool = False) -> str:
+    """The state JSON; `volume` for a gas or water meter (m3, m3/h)."""
     values = (
         format_time(r.time),
         r.meter,
         r.pulses,
         round(r.energy_kwh, 6),
-        None if r.power_w is None else round(r.power_w, 2),
+        None if r.power_w is None else round(r.power_w, 4 if volume else 2),
         None if r.interval_s is None else round(r.interval_s, 3),
         bool(r.estimate),
     )
-    return json.dumps(dict(zip(STATE_FIELDS, values)), separators=(",", ":"))
+    if volume:
+        keys = [VOLUME_KEYS.get(k, k) for k in STATE_FIELDS]
+        return json.dumps(dict(zip(keys, values)), separators=(",", ":"))
+    state = dict(zip(STATE_FIELDS, values))
+    if r.export_kwh is not None:
+        state[EXPORT_FIELD] = round(r.export_kwh, 6)
+    return json.dumps(state, separators=(",", ":"))
+
+
+# Home Assistant's sensors per kind of meter: (key, name, unit, device
+# class, state class, state key, display precision). The Energy dashboard
+# takes gas and water in m³ (it refuses "m3").
+SENSORS = {
+    "electricity": (
+        ("power", "Power", "W", "power", "measurement", "power_w", 0),
+        ("energy", "Energy", "kWh", "energy", "total_increasing", "energy_kwh", 3),
+    ),
+    "gas": (
+        ("flow", "Flow", "m³/h", "volume_flow_rate", "measurement", "flow_m3h", 3),
+        ("volume", "Gas", "m³", "gas", "total_increasing", "volume_m3", 3),
+    ),
+    "water": (
+        ("flow", "Flow", "m³/h", "volume_flow_rate", "measurement", "flow_m3h", 3),
+        ("volume", "Water", "m³", "water", "total_increasing", "volume_m3", 3),
+    ),
+}
+EXPORT_SENSOR = (
+    "export",
+    "Energy exported",
+    "kWh",
+    "energy",
+    "total_increasing",
+    EXPORT_FIELD,
+    3,
+)
+# The sensors read from the power topic (the live path); the rest follow the
+# commit on the state topic.
+LIVE = ("power", "flow")
+DEVICE_NAMES = {"electricity": "Electricity", "gas": "Gas", "water": "Water"}
 
 
 # The keys of the power topic's JSON, in order (the manual lists them).
 POWER_FIELDS = ("time", "power_w", "estimate")
 
 
-def power_payload(r: Reading) -> str:
-    """The live power of a reading whose power is known."""
-    values = (format_time(r.time), round(r.power_w or 0.0, 2), bool(r.estimate))
-    return json.dumps(dict(zip(POWER_FIELDS, values)), separators=(",", ":"))
+def power_payload(r: Reading, volume: bool = False) -> str:
+    """The live power of a reading whose power is known (a gas or water
+    meter's flow in m³/h, under flow_m3h)."""
+    rate = round(r.power_w or 0.0, 4 if volume else 2)
+    keys = [VOLUME_KEYS.get(k, k) for k in POWER_FIELDS] if volume else POWER_FIELDS
+    values = (format_time(r.time), rate, bool(r.estimate))
+    return json.dumps(dict(zip(keys, values)), separators=(",", ":"))
 
 
 def discovery_configs(
-    meter: str, prefix: str, discovery_prefix: str, version: str
+    meter: str,
+    prefix: str,
+    discovery_prefix: str,
+    version: str,
+    kind: str = "electricity",
+    export: bool = False,
 ) -> Dict[str, str]:
-    """Home Assistant MQTT discovery: topic -> retained JSON config."""
+    """Home Assistant MQTT discovery: topic -> retained JSON config. With
+    `export`, a second energy sensor for the export total (its unique_id
+    ends in _export), so the Energy dashboard can take grid consumption and
+    return to grid."""
     node = f"power_{meter}"
     device = {
         "identifiers": [node],
-        "name": f"Electricity meter {meter}",
+        "name": f"{DEVICE_NAMES[kind]} meter {meter}",
         "manufacturer": "power",
-        "model": "Pulse LED monitor",
+        "model": "Meter monitor",
         "sw_version": version,
     }
     common = {
@@ -174,25 +230,19 @@ def discovery_configs(
         # none to give.
         "origin": {"name": "power", "sw_version": version},
     }
+    table = SENSORS[kind] + ((EXPORT_SENSOR,) if export else ())
     sensors = {
-        "power": {
-            "name": "Power",
+        key: {
+            "name": name,
             # Live: each reading as the meter makes it, not at the commit.
-            "state_topic": f"{prefix}/{meter}/power",
-            "unit_of_measurement": "W",
-            "device_class": "power",
-            "state_class": "measurement",
-            "value_template": "{{ value_json.power_w }}",
-            "suggested_display_precision": 0,
-        },
-        "energy": {
-            "name": "Energy",
-            "unit_of_measurement": "kWh",
-            "device_class": "energy",
-            "state_class": "total_increasing",
-            "value_template": "{{ value_json.energy_kwh }}",
-            "suggested_display_precision": 3,
-        },
+            **({"state_topic": f"{prefix}/{meter}/power"} if key in LIVE else {}),
+            "unit_of_measurement": unit,
+            "device_class": device_class,
+            "state_class": state_class,
+            "value_template": "{{ value_json." + field + " }}",
+            "suggested_display_precision": precision,
+        }
+        for key, name, unit, device_class, state_class, field, precision in table
     }
     out = {}
     for key, sensor in sensors.items():
@@ -348,6 +398,7 @@ class _Link(Connection):
         self.topic_availability = f"{o['prefix']}/{meter}/availability"
         self.last_state: Optional[str] = None
         self.last_power: Optional[str] = None
+        self.export = False  # a reading with export seen: its sensor announced
         self._lock = threading.Lock()
         self.client.will_set(
             self.topic_availability, "offline", qos=o["qos"], retain=True
@@ -357,9 +408,7 @@ class _Link(Connection):
         o = self.options
         client.publish(self.topic_availability, "online", qos=o["qos"], retain=True)
         if o["discovery_prefix"]:
-            for topic, payload in discovery_configs(
-                self.meter, o["prefix"], o["discovery_prefix"], self.sink.version
-            ).items():
+            for topic, payload in self.discovery().items():
                 client.publish(topic, payload, qos=o["qos"], retain=True)
         with self._lock:
             state, power = self.last_state, self.last_power
@@ -371,15 +420,35 @@ class _Link(Connection):
     def publish_power(self, reading: Reading) -> None:
         """Live: hand the power to the client without waiting for the
         broker; while disconnected it is kept for the reconnect only."""
-        payload = power_payload(reading)
+        payload = power_payload(reading, self.sink.is_volume(self.meter))
         with self._lock:
             self.last_power = payload
         if self.connected.is_set():
             o = self.options
             self.client.publish(self.topic_power, payload, qos=o["qos"], retain=True)
 
+    def discovery(self) -> Dict[str, str]:
+        o = self.options
+        kind = self.sink.kinds.get(self.meter, "electricity")
+        return discovery_configs(
+            self.meter,
+            o["prefix"],
+            o["discovery_prefix"],
+            self.sink.version,
+            kind,
+            self.export,
+        )
+
     def publish_state(self, reading: Reading) -> None:
-        payload = state_payload(reading)
+        if reading.export_kwh is not None and not self.export:
+            # The meter has export: its sensor is announced before the
+            # first state that carries it.
+            self.export = True
+            if self.options["discovery_prefix"]:
+                for topic, payload in self.discovery().items():
+                    if topic.endswith("/export/config"):
+                        self.publish(topic, payload, retain=True)
+        payload = state_payload(reading, self.sink.is_volume(self.meter))
         self.publish(self.topic_state, payload, retain=True)
         with self._lock:
             self.last_state = payload
@@ -459,7 +528,7 @@ class MQTTSink(Sink):
         for meter, reading in latest.items():
             link = self._link(meter)
             link.publish_state(reading)
-            self._state[meter] = state_payload(reading)
+            self._state[meter] = link.last_state or ""
         return None
 
     def close(self) -> None:

@@ -51,16 +51,22 @@ def _check_device_name(value: str) -> Optional[str]:
     return None
 
 
-def telemetry(r: Reading) -> Dict[str, Any]:
-    """One reading as ThingsBoard telemetry with a client-side timestamp."""
+def telemetry(r: Reading, volume: bool = False) -> Dict[str, Any]:
+    """One reading as ThingsBoard telemetry with a client-side timestamp
+    (`volume`: a gas or water meter's, in m³ and m³/h)."""
     values: Dict[str, Any] = {
-        "energy_kwh": round(r.energy_kwh, 6),
+        "volume_m3" if volume else "energy_kwh": round(r.energy_kwh, 6),
         "pulses": r.pulses,
     }
     if r.power_w is not None:
-        values["power_w"] = round(r.power_w, 2)
+        if volume:
+            values["flow_m3h"] = round(r.power_w, 4)
+        else:
+            values["power_w"] = round(r.power_w, 2)
     if r.interval_s is not None:
         values["interval_s"] = round(r.interval_s, 3)
+    if r.export_kwh is not None:
+        values["export_kwh"] = round(r.export_kwh, 6)
     return {"ts": int(round(r.time * 1000)), "values": values}
 
 
@@ -237,14 +243,20 @@ class ThingsBoardSink(Sink):
         plan: List[Tuple[str, str, List[int]]] = []  # (link key, payload, indices)
         if gateway:
             entries = [
-                (i, self.devices.get(r.meter, r.meter), telemetry(r))
+                (
+                    i,
+                    self.devices.get(r.meter, r.meter),
+                    telemetry(r, self.is_volume(r.meter)),
+                )
                 for i, r in enumerate(batch)
             ]
             plan = [("", p, idx) for p, idx in pack(entries, True)]
         else:
             per_meter: Dict[str, List[Tuple[int, str, Dict[str, Any]]]] = {}
             for i, r in enumerate(batch):
-                per_meter.setdefault(r.meter, []).append((i, r.meter, telemetry(r)))
+                per_meter.setdefault(r.meter, []).append(
+                    (i, r.meter, telemetry(r, self.is_volume(r.meter)))
+                )
             for meter, entries in per_meter.items():
                 plan += [(meter, p, idx) for p, idx in pack(entries, False)]
             plan.sort(key=lambda step: step[2][0])  # the batch's order

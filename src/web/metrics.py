@@ -98,17 +98,46 @@ class PowerCollector:
             "Time of the last reading with a new pulse (Unix time)",
             labels=["meter"],
         )
+        exported = CounterMetricFamily(
+            "power_meter_export_kwh",
+            "Energy exported to the grid, as the meter counts it (kWh)",
+            labels=["meter"],
+        )
+        volume = CounterMetricFamily(
+            "power_meter_volume_m3",
+            "Volume counted by a gas or water meter, offset included (m³)",
+            labels=["meter"],
+        )
+        flow = GaugeMetricFamily(
+            "power_meter_flow_m3_per_hour",
+            "Mean flow of a gas or water meter before the last reading (m³/h)",
+            labels=["meter"],
+        )
+        drift = GaugeMetricFamily(
+            "power_meter_register_drift_pulses_per_day",
+            "Pulses the LED missed (positive) or counted extra (negative) "
+            "against the meter's register, a day",
+            labels=["meter"],
+        )
         for m in s.meters:
-            energy.add_metric([m.name], round(m.energy_kwh, 6))  # as every sink
+            if m.drift_per_day is not None:
+                drift.add_metric([m.name], m.drift_per_day)
+            # A gas or water meter's total and rate are m³ and m³/h.
+            volumetric = m.kind != "electricity"
+            total = round(m.energy_kwh, 6)  # as every sink
+            (volume if volumetric else energy).add_metric([m.name], total)
+            if m.export_kwh is not None:
+                exported.add_metric([m.name], round(m.export_kwh, 6))
             pulses.add_metric([m.name], m.pulses)
             glitches.add_metric([m.name], m.glitches)
             rejected.add_metric([m.name], m.rejected)
             ghosts.add_metric([m.name], m.ghosts)
             if m.power_w is not None:
-                watts.add_metric([m.name], m.power_w)
+                (flow if volumetric else watts).add_metric([m.name], m.power_w)
             if m.last_pulse is not None:
                 last_pulse.add_metric([m.name], m.last_pulse)
         yield from (energy, pulses, glitches, rejected, ghosts, watts, last_pulse)
+        yield from (exported, volume, flow, drift)
 
         backlog = GaugeMetricFamily(
             "power_sink_backlog_readings",

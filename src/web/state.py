@@ -80,6 +80,9 @@ class MeterState:
     ghosts: int
     power_w: Optional[float]
     last_pulse: Optional[float]
+    export_kwh: Optional[float] = None  # where the meter has export
+    kind: str = "electricity"
+    drift_per_day: Optional[float] = None  # pulses against its register
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ class StateReader:
         self.journal = journal
         self.commits = commits
         self.feed = feed
+        # Pulses a day each LED meter drifts from its register (set by the
+        # runtime where METERS name a register_meter).
+        self.drift: Dict[str, float] = {}
 
     def __call__(self) -> Snapshot:
         meters = []
@@ -147,6 +153,9 @@ class StateReader:
                     ghosts=m.ghosts,
                     power_w=None if now is None else now.power_w,
                     last_pulse=pulse_at,
+                    export_kwh=None if last is None else last.export_kwh,
+                    kind=c.kind,
+                    drift_per_day=self.drift.get(c.name),
                 )
             )
         end = self.journal.last_seq
