@@ -401,3 +401,42 @@ def test_report_shows_import_export_and_gas(tmp_path):
     assert any(r.startswith("2024-05-02,boiler,,") and ",0.240," in r for r in rows), (
         rows
     )
+
+
+def test_each_sml_frame_is_live_while_the_journal_takes_one_every_every_s(
+    tmp_path, port, mosquitto
+):
+    """A meter that sends every second is shown every second (the MQTT power
+    topic), while every_s keeps the card's writes to one reading a period."""
+    from test_live import Subscriber
+
+    s = settings_for(
+        tmp_path,
+        {"backend": "sml", "device": str(port.link), "every_s": 3600},
+        SINKS=[
+            {"type": "file", "path": str(tmp_path / "data" / "power.csv")},
+            {"type": "mqtt", "host": "127.0.0.1", "port": mosquitto.port},
+        ],
+    )
+    watcher = Subscriber(mosquitto.port, ["power/grid/power"])
+    proc = start_daemon(s)
+    wh = 1_000_000.0
+    powers = [400, 2_600, 2_650, -900, -850]  # the kettle, then the sun
+    try:
+        wait_for(lambda: port.opened_by(proc.pid), timeout=20)
+        for i, watts in enumerate([100, *powers]):
+            wh += 0.1  # the register's last digit: plausible however soon
+            port.send(mf.sml_file(wh, 5_000.0, watts))
+            if i:  # the first frame waits for the second to agree
+
+                def shown(w=watts):
+                    last = watcher.on("power/grid/power")[-1:]
+                    return last and json.loads(last[0][1])["power_w"] == w
+
+                wait_for(shown, 20)
+    finally:
+        stop(proc)
+        watcher.close()
+    seen = [json.loads(p)["power_w"] for _, p in watcher.on("power/grid/power")]
+    assert seen == powers  # each once, in order
+    assert len(rows_of(tmp_path)) <= 2  # the first and, at the stop, the last

@@ -99,6 +99,9 @@ class Monitor:
         # meter's edges go through its EdgeJudge, which keeps the verdicts.
         judges = list(judges) + [None] * (len(self.meters) - len(judges))
         self._edge = [j.edge if j else m.edge for j, m in zip(judges, self.meters)]
+        # A register meter journals a frame every every_s but shows each one.
+        self._shown = [getattr(m, "take_shown", None) for m in self.meters]
+        self._last_live: List[Optional[Reading]] = [None] * len(self.meters)
         self.edges: queue.SimpleQueue = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.exhausted = threading.Event()  # every finite input consumed
@@ -216,11 +219,10 @@ class Monitor:
             if not behind:
                 # Caught up: every edge before those clocks has been seen, so
                 # a silence that long is real.
-                for meter, now_ns in zip(meters, clocks):
+                for i, (meter, now_ns) in enumerate(zip(meters, clocks)):
                     for reading in meter.tick(now_ns):
                         journal.append(reading)
-                        if self.live is not None:
-                            self.live(reading)
+                        self._show(i, reading)
             now = time.monotonic()
             if self.retention_s > 0 and now - last_prune >= PRUNE_EVERY_S:
                 self._prune()
@@ -261,16 +263,25 @@ class Monitor:
     def _take(self, index: int, t_ns: int, t_wall: float, kind: int) -> bool:
         """Turn an edge into readings for the journal; True if it was a pulse."""
         readings = self._edge[index](t_ns, t_wall, kind)
+        shown = self._shown[index]
         if readings:
             append = self.journal.append
-            live = self.live
             for reading in readings:
                 append(reading)
-                if live is not None:
-                    live(reading)
+                self._show(index, reading)
             self.readings += len(readings)
-            return not readings[-1].estimate
-        return False
+        if shown is not None:
+            held = shown()
+            if held is not None:
+                self._show(index, held)
+        return bool(readings) and not readings[-1].estimate
+
+    def _show(self, index: int, reading: Reading) -> None:
+        """To the live path, once: a register frame shown when it came is
+        not shown again when the journal takes it."""
+        if self.live is not None and reading != self._last_live[index]:
+            self._last_live[index] = reading
+            self.live(reading)
 
     def _count_rejects(self) -> None:
         """Hand the edges each meter rejected since the last commit to the

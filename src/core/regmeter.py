@@ -25,7 +25,8 @@ for gas and water: REGISTER_UNITS per kWh or m3), so the journal's count,
 the report's energy per period and a file sink's resume work as for pulses.
 A reading is made at most every `every_s` seconds, from the newest good
 frame (a frame held back is made a reading by the next tick once due), so an
-SD card is not written once a second by a meter that sends every second.
+SD card is not written once a second by a meter that sends every second;
+what people watch still gets every good frame (take_shown).
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ class RegisterMeter:
         self._good_ns: Optional[int] = None  # when the last good frame came
         self._emitted_ns: Optional[int] = None  # when the last reading was
         self._held: Optional[Reading] = None  # a good frame not yet a reading
+        # The newest good frame as a reading for what people watch (the
+        # live path), journaled or not: taken once by take_shown().
+        self._shown: Optional[Reading] = None
         self._held_ns = 0
         self._candidate: Optional[tuple] = None  # the first frame after start
         # Units per second at max_power_w (W -> kWh/s; m3/h -> m3/s).
@@ -198,10 +202,17 @@ class RegisterMeter:
         )
         if last is not None and t_ns - last < self._every_ns:
             self._held, self._held_ns = reading, t_ns
+            self._shown = reading
             return []
         self._held = None
         self._emitted_ns = t_ns
         return [reading]
+
+    def take_shown(self) -> Optional[Reading]:
+        """The newest frame held back from the journal, once: the live path
+        shows each frame's power as it comes, not every every_s."""
+        shown, self._shown = self._shown, None
+        return shown
 
     def tick(self, t_mono_ns: int) -> List[Reading]:
         """A frame held back becomes a reading once every_s has passed."""
