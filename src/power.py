@@ -34,7 +34,7 @@ from commands.cli import (  # noqa: E402
 )
 from config.settings import Settings, load_for_run  # noqa: E402
 from core.exits import EXIT_OK, EXIT_USAGE, fail  # noqa: E402
-from core.options import Interrupted, SettingsError  # noqa: E402
+from core.options import Interrupted, SettingsError, StopWhileStarting  # noqa: E402
 from service.account import uid_of  # noqa: E402
 from service.pidcheck import PIDFILE_NAME  # noqa: E402
 
@@ -107,15 +107,12 @@ SUBCOMMANDS = {
 }
 
 
-def _interrupted(signum, frame) -> None:
-    raise Interrupted(signum)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """The command line; a stop signal before the monitor runs ends it
     quietly (the monitor installs handlers of its own)."""
+    starting = StopWhileStarting()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _interrupted)
+        signal.signal(signum, starting)
     # `power.py register` asks a running power to commit with SIGUSR1: never
     # fatal, also before the monitor's own handler is set.
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)

@@ -920,6 +920,64 @@ def test_signal_while_starting_never_prints_a_traceback(ws, signum):
         assert proc.returncode in (0, -signum), (delay, proc.returncode, err)
 
 
+def test_a_storm_of_signals_never_keeps_sigterm_from_stopping_power(ws):
+    # A signal handler that sets a threading.Event can run while the main
+    # thread holds that Event's lock (between two bytecodes): it then waits
+    # for ever. Many SIGHUPs (logrotate in a loop) and SIGUSR1s (register)
+    # make that moment likely; each run must still stop on SIGTERM.
+    ws.write(
+        {"backend": "simulated", "watts": 1000, "speed": 1, "seed": 3},
+        LOGFILE=str(ws.logfile),
+    )
+    for trial in range(4):
+        proc = subprocess.Popen(
+            power_cmd("--settings", str(ws.settings), "--nodaemon", "-q"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # Its handlers are set before the input starts.
+            wait_for(lambda n=trial: ws.log().count(" reads simulated") > n, 30)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                proc.send_signal(signal.SIGHUP)
+                proc.send_signal(signal.SIGUSR1)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, trial
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_stop_whose_raise_python_swallowed_still_reaches_the_service():
+    """A stop signal while the start runs a finalizer: Python swallows the
+    raise there ("Exception ignored in"), and power ran on, deaf to that
+    SIGTERM (seen under load). The start handler remembers it, and the
+    service takes it over when its own handler is set."""
+    from core.options import StopWhileStarting
+
+    starting = StopWhileStarting()
+    before = signal.signal(signal.SIGTERM, starting)
+    taken = []
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler runs between these bytecodes
+                pass
+
+    try:
+        Finalized()  # collected at once: the raise lands in __del__
+        after = signal.signal(signal.SIGTERM, before)
+        StopWhileStarting.hand_over(after, taken.append)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert taken == [signal.SIGTERM]
+
+
 def test_report_without_a_journal_is_a_usage_error(ws):
     res = run_power("report", "--settings", str(ws.settings), "--since", "2024-01-01")
     assert res.returncode == 2, res.stderr

@@ -23,6 +23,27 @@ class Interrupted(BaseException):
     """SIGTERM or SIGINT before the monitor runs: end quietly, no traceback."""
 
 
+class StopWhileStarting:
+    """The stop signals' handler until the service has its own: it ends the
+    start by raising Interrupted, and remembers the signal, because Python
+    swallows a raise that lands in a finalizer (a __del__ run by the garbage
+    collector); the service then takes the remembered one as its own."""
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+
+    def __call__(self, signum: int, frame: Any = None) -> None:
+        self.received = signum
+        raise Interrupted(signum)
+
+    @staticmethod
+    def hand_over(previous: Any, handle: Callable[[int], None]) -> None:
+        """Give `handle` a stop signal the start handler took but whose
+        raise went nowhere (`previous`: what signal.signal() returned)."""
+        if isinstance(previous, StopWhileStarting) and previous.received:
+            handle(previous.received)
+
+
 _REQUIRED = object()
 
 

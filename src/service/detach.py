@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from config.settings import Settings
 from core.exits import EXIT_FAILURE, EXIT_OK, fail
-from core.options import Interrupted
+from core.options import StopWhileStarting
 from core.version import VERSION
 from service import account, pidcheck
 from service.pidfile import acquire_pidfile, claim_pidfile
@@ -95,12 +95,13 @@ def _daemon_main(
             pass
 
     service_box: List[Service] = []
+    starting = StopWhileStarting()
 
     def on_signal(signum, frame):
         if service_box:
             service_box[0].handle_signal(signum, frame)
         elif signum not in (signal.SIGHUP, signal.SIGUSR1):
-            raise Interrupted(signum)  # before the service: end quietly
+            starting(signum, frame)  # before the service: end quietly
 
     owner = (
         {}
@@ -131,6 +132,7 @@ def _daemon_main(
         return EXIT_FAILURE
     service = make_service(args, settings, foreground=False, pidfile=pidfile)
     service_box.append(service)
+    StopWhileStarting.hand_over(starting, service.handle_signal)
     log = service.log
     if note:
         log.warning("%s", note)

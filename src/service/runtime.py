@@ -9,9 +9,9 @@ import fcntl
 import logging
 import os
 import random
+import select
 import signal
 import sqlite3
-import threading
 import time
 from typing import IO, Callable, Dict, List, Optional, Union
 
@@ -97,10 +97,16 @@ class Service:
         self.console = console
         self.tell = tell  # the terminal, when the log goes elsewhere
         self.states: Optional[SinkStates] = None
-        self.stop_requested = threading.Event()
-        self.reopen_requested = threading.Event()
-        self.commit_requested = threading.Event()  # SIGUSR1: power.py register
-        self.wakeup = threading.Event()  # any of the above, or the monitor
+        # Set by signal handlers, which take no lock (see handle_signal).
+        self.stop_requested = False
+        self.reopen_requested = False
+        self.commit_requested = False  # SIGUSR1: power.py register
+        # Wakes the main loop: a signal handler or the monitor writes a byte.
+        # Never closed: a late signal or a monitor that outlived stop() must
+        # not write into another file that got the same descriptor number.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.journal: Optional[Journal] = None
         self.inputs: List[InputBackend] = []
         self.runners: List[SinkRunner] = []
@@ -123,14 +129,35 @@ class Service:
     # Signals ----------------------------------------------------------------
 
     def handle_signal(self, signum: int, frame=None) -> None:
-        """Signal handler: only sets flags; the main loop does the work."""
+        """Signal handler: notes the signal and wakes the main loop; the
+        loop does the work. It takes no lock: Python runs it in the main
+        thread between two bytecodes, perhaps while that thread holds one
+        (setting a threading.Event there could wait for ever on the Event's
+        own lock, and SIGTERM then never stopped power)."""
         if signum == signal.SIGHUP:
-            self.reopen_requested.set()
+            self.reopen_requested = True
         elif signum == signal.SIGUSR1:
-            self.commit_requested.set()
+            self.commit_requested = True
         else:
-            self.stop_requested.set()
-        self.wakeup.set()
+            self.stop_requested = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the main loop; safe from a signal handler and any thread."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # the pipe is full (it wakes anyway), or closed
+            pass
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait up to `timeout` for a wake(), then take its bytes (before the
+        flags are read again, so no wake-up is lost)."""
+        select.select([self._wake_r], [], [], timeout)
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except OSError:  # empty (BlockingIOError), or closed
+            pass
 
     # Start --------------------------------------------------------------------
 
@@ -209,7 +236,7 @@ class Service:
             commit_interval_s=s.commit_interval_s,
             retention_s=s.retention_days * 86400.0,
             sink_names=[r.name for r in self.runners if r.sink.PERSISTENT],
-            on_done=self.wakeup.set,
+            on_done=self.wake,
             live=self.feed.publish if watched else None,
             judges=[self.judges.get(m.config.name) for m in meters],
         )
@@ -400,13 +427,12 @@ class Service:
         on_ready()
         monitor = self.monitor
         assert monitor is not None
-        while not self.stop_requested.is_set():
-            self.wakeup.clear()
-            if self.commit_requested.is_set():
-                self.commit_requested.clear()
+        while not self.stop_requested:
+            if self.commit_requested:
+                self.commit_requested = False
                 monitor.request_commit()
-            if self.reopen_requested.is_set():
-                self.reopen_requested.clear()
+            if self.reopen_requested:
+                self.reopen_requested = False
                 self.log.info("SIGHUP: reopening files")
                 for runner in self.runners:
                     runner.request_reopen()
@@ -422,8 +448,8 @@ class Service:
                 self.states.sync(self.runners)
             if self.drift is not None:
                 self.drift.check()
-            # Signals interrupt this wait; everything that matters sets it.
-            self.wakeup.wait(SYNC_STATES_S)
+            # Signals and the monitor's end wake this wait.
+            self._sleep(SYNC_STATES_S)
         self.log.info("stopping on signal")
         return EXIT_OK
 
@@ -444,7 +470,7 @@ class Service:
         assert self.journal is not None
         target = self.journal.last_seq
         deadline = time.monotonic() + self.settings.drain_timeout_s
-        while time.monotonic() < deadline and not self.stop_requested.is_set():
+        while time.monotonic() < deadline and not self.stop_requested:
             console = self.console_runner
             if all(r.cursor >= target for r in self.runners) and (
                 console is None or not len(console.queue)

@@ -13,6 +13,7 @@ from typing import Optional
 
 from config.settings import Settings
 from core.exits import EXIT_FAILURE, fail
+from core.options import StopWhileStarting
 from core.version import VERSION
 from service import account, logsetup
 from service.pidfile import acquire_pidfile, claim_pidfile
@@ -68,7 +69,8 @@ def run_foreground(
             lock = TimeoutPIDLockFile(pidfile, 1)
             acquire_pidfile(lock, pidfile)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(signum, service.handle_signal)
+            before = signal.signal(signum, service.handle_signal)
+            StopWhileStarting.hand_over(before, service.handle_signal)
         log.info(
             "power %s starting in the foreground (settings %s)", VERSION, settings.path
         )
