@@ -1,9 +1,9 @@
 """Home Assistant's own MQTT sensor schema judges the discovery payloads for
 import, export, gas and water.
 
-The `homeassistant` package is installed into a throwaway virtualenv under
-/tmp (kept for later runs: it took 220 s and 400 MB here, affordable in
-CI's budget) and runs tests/ha_discovery_check.py, which applies the MQTT
+The `homeassistant` package (2024.3.3, the newest release that installs on
+Python 3.11) is installed into a throwaway virtualenv by tests/ha_venv.py
+and runs tests/ha_discovery_check.py, which applies the MQTT
 sensor platform's DISCOVERY_SCHEMA and the sensor's rules for a device
 class (its units, its state classes)."""
 
@@ -11,35 +11,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from ha_venv import ha_python
 
 from sinks.mqtt import discovery_configs
 
-HA_VENV = Path("/tmp/power-ha-venv")
 CHECK = Path(__file__).with_name("ha_discovery_check.py")
-INSTALL_TIMEOUT_S = 1200
-
-
-def ha_python() -> Path:
-    """The virtualenv's Python, with homeassistant installed (once)."""
-    python = HA_VENV / "bin" / "python"
-    stamp = HA_VENV / ".installed"
-    if not stamp.exists():
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--clear", str(HA_VENV)], check=True
-        )
-        res = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "homeassistant"],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-        )
-        assert res.returncode == 0, res.stderr[-3000:]
-        stamp.write_text("ok\n")
-    return python
 
 
 def judge(payloads: dict) -> subprocess.CompletedProcess:
