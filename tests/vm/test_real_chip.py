@@ -368,6 +368,10 @@ def judged(
 def test_ghosts_are_rejected_and_counted_live(results):
     run = scenario(results, "widths")
     assert run["daemon_exit"] == 0, run["daemon_output"] + run["daemon_log"]
+    # The train as planned (the guest drives it again when the host
+    # stretched it), so every ghost and bounce is one.
+    attempts = run["daemon_attempts"]
+    assert guest.as_planned(run["daemon_windows"], guest.width_train()), attempts
     pulses, glitches, implausible, ghosts = found(STOP_LINE, run["daemon_log"])
     want = judged(run["daemon_windows"], pulses, glitches, implausible, ghosts)
     rows = pulse_rows(csv_rows(run["daemon_csv"]))
@@ -385,6 +389,7 @@ def test_ghosts_are_rejected_and_counted_live(results):
 def test_watch_shows_the_ghosts_and_suggests_limits(results):
     run = scenario(results, "widths")["watch"]
     assert run["exit"] == 0, run["stderr"]
+    assert guest.as_planned(run["windows"], guest.width_train()), run["attempts"]
     text = run["output"]
     edges, pulses, glitches, implausible, ghosts = found(WATCH_LINE, text)
     judged(run["windows"], pulses, glitches, implausible, ghosts)

@@ -68,6 +68,10 @@ def boot(
     cmd = [
         binary,
         "-accel", "tcg",
+        # Guest time counts instructions (2**0 ns each) and jumps over idle
+        # spells: a host that stalls QEMU stalls the guest's clock with it,
+        # so a busy host cannot stretch a flash the guest drives.
+        "-icount", "shift=0,sleep=off",
         "-cpu", "max",  # the instructions prebuilt wheels (lgpio) may use
         "-m", str(memory_mb),
         # One CPU, as a Pi Zero or 1. With two emulated CPUs on a busy host
