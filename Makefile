@@ -60,6 +60,7 @@ bench: venv
 	$(PY) bench/cpu.py
 	$(PY) bench/influxlines.py
 	$(PY) bench/live.py
+	$(PY) bench/registers.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
