@@ -641,12 +641,67 @@ def run_faults(chips: Dict[str, SimChip]) -> Dict[str, Any]:
     return cases
 
 
+# An open-collector direction output (vzlogger's gpio_dir): pulled up while
+# importing, pulled low by the meter while it exports.
+DIRECTION_LINE = 25
+EXPORT_LINE = 26  # a second sensor, on the meter's export LED
+EXPORT_FLASHES = (6, 6, 4)  # importing, exporting by direction, export LED
+EXPORT_GAP_MS = 300
+
+
+def scenario_export(chips: Dict[str, SimChip]) -> Dict[str, Any]:
+    """An LED meter with a direction input and an export LED, on gpiod:
+    flashes while importing, flashes while the direction line says
+    exporting, then flashes on the export LED."""
+    chip = chips["header"]
+    folder = WORK / "export"
+    settings = write_settings(
+        folder,
+        {"backend": "gpiod", "chip": chip.path, "line": INPUT_LINE,
+         "direction_line": DIRECTION_LINE, "direction_active": "low",
+         "export_line": EXPORT_LINE},
+        leds=False,
+    )  # fmt: skip
+    for line in (INPUT_LINE, EXPORT_LINE, DIRECTION_LINE):
+        chip.pull(line, True)  # idle sensors; the direction line: importing
+    log = folder / "power.log"
+    proc = subprocess.Popen(
+        [sys.executable, str(POWER), "--settings", str(settings), "--logfile",
+         str(log), "--nodaemon", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=gpio_env(), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    out: Dict[str, Any] = {}
+    if not wait_for(lambda: " reads " in read(log), 60):
+        proc.kill()
+        return {"output": proc.communicate()[0], "log": read(log)}
+    imported, exported, led = EXPORT_FLASHES
+    out["import"] = Driver(chip, INPUT_LINE).train(
+        imported, (EXPORT_GAP_MS,), bounce_every=0
+    )["edges"]
+    chip.pull(DIRECTION_LINE, False)  # the sun: exporting from here
+    out["export"] = Driver(chip, INPUT_LINE).train(
+        exported, (EXPORT_GAP_MS,), bounce_every=0
+    )["edges"]
+    chip.pull(DIRECTION_LINE, True)
+    out["export_led"] = Driver(chip, EXPORT_LINE).train(
+        led, (EXPORT_GAP_MS,), bounce_every=0
+    )["edges"]
+    proc.send_signal(signal.SIGTERM)
+    out["output"] = proc.communicate(timeout=30)[0]
+    out["exit"] = proc.returncode
+    out["log"] = read(log)
+    out["csv"] = read(folder / "data" / "power.csv")
+    return out
+
+
 SCENARIOS: Dict[str, Callable[[Dict[str, SimChip]], Dict[str, Any]]] = {
     "gpiod_daemon": scenario_gpiod_daemon,
     "rpigpio_daemon": scenario_rpigpio_daemon,
     "timestamps": scenario_timestamps,
     "widths": scenario_widths,
     "faults": run_faults,
+    "export": scenario_export,
 }
 
 

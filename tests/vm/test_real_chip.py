@@ -30,7 +30,14 @@ from core.meter import MeterConfig  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SCENARIOS = ["gpiod_daemon", "rpigpio_daemon", "timestamps", "widths", "faults"]
+SCENARIOS = [
+    "gpiod_daemon",
+    "rpigpio_daemon",
+    "timestamps",
+    "widths",
+    "faults",
+    "export",
+]
 GPIOD_PULSES = 300
 RPIGPIO_PULSES = 200
 
@@ -442,3 +449,37 @@ def test_watch_finds_an_inverted_sensor(results):
     assert "suggest: INPUT['edge'] = 'rising'" in text
     pulses = found(WATCH_LINE, text)[1]
     assert pulses == 0  # every "flash" is the dark between flashes: a ghost
+
+
+# Export on an LED meter ---------------------------------------------------------
+
+
+def test_direction_line_and_export_led_count_export(results):
+    """gpiod with a direction line (an open collector, low while
+    exporting) and a sensor on the export LED: the import count takes only
+    the flashes while importing, export_kwh the flashes while exporting and
+    the export LED's, and power is negative while exporting."""
+    run = scenario(results, "export")
+    assert run.get("exit") == 0, run.get("output", "") + run.get("log", "")
+    rows = [r for r in csv_rows(run["csv"]) if r["estimate"] == "0"]  # flashes
+    imported, exported, led = guest.EXPORT_FLASHES
+    assert [len(run[k]) for k in ("import", "export", "export_led")] == [
+        imported,
+        exported,
+        led,
+    ]
+    last = rows[-1]
+    assert int(last["pulses"]) == imported
+    assert float(last["energy_kwh"]) == pytest.approx(imported / guest.PULSES_PER_KWH)
+    assert float(last["export_kwh"]) == pytest.approx(
+        (exported + led) / guest.PULSES_PER_KWH
+    )
+    # Each flash one reading, in order: import (power positive after the
+    # first), then export (negative; the export LED's first has none), the
+    # export total never going down.
+    totals = [float(r["export_kwh"] or 0) for r in rows]
+    assert totals == sorted(totals)
+    powers = [float(r["power_w"]) for r in rows if r["power_w"]]
+    assert len(rows) == imported + exported + led, run["csv"]
+    assert all(p > 0 for p in powers[: imported - 1]), powers
+    assert all(p < 0 for p in powers[imported - 1 :]), powers
