@@ -142,6 +142,20 @@ class History:
                 self._cache.pop(("export", meter, since), None)
         return value
 
+    def last_export(self, meter: str) -> Optional[float]:
+        """The meter's newest committed export total (None: it has none)."""
+
+        def compute() -> Optional[float]:
+            db = self._db()  # knows the export column from here on
+            row = db.execute(
+                f"SELECT {self._export} FROM readings WHERE meter = ? AND "
+                f"{self._export} IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                (meter,),
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return self._cached(("last_export", meter), CACHE_S, compute)
+
     # Charts ---------------------------------------------------------------
 
     def _pulse_points(self, meter: str, since: float) -> List[Tuple[float, int]]:

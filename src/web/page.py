@@ -350,7 +350,7 @@ class Page:
             )
             export = None if live is None else live.export_kwh
             if export is None:
-                export = self.history.export_base(config.name, now + 86400)
+                export = self.history.last_export(config.name)
             exported = (
                 None
                 if export is None
