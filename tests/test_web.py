@@ -16,8 +16,18 @@ import urllib.error
 import urllib.request
 from typing import Dict, List, Tuple
 
+import meterframes as mf
 import pytest
-from conftest import Workspace, pid_alive, power_cmd, read_csv, wait_for
+from conftest import (
+    Workspace,
+    pid_alive,
+    power_cmd,
+    read_csv,
+    wait_for,
+    write_settings,
+)
+from serialmeter import MeterPort
+from serialmeter import start_daemon as start_foreground
 from servers import Influx, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -328,3 +338,150 @@ def test_a_taken_web_port_is_refused_before_forking(ws):
     assert res.returncode == 1, res.stderr
     assert f"WEB['listen'] = '127.0.0.1:{port}'" in res.stderr
     assert "in use" in res.stderr and "Traceback" not in res.stderr
+
+
+# Register inputs on the page: a real daemon reads a real pseudo-terminal as
+# it would /dev/ttyUSB0 while the test plays the meter (tests/serialmeter.py).
+
+
+@pytest.fixture
+def serial(tmp_path):
+    p = MeterPort(tmp_path / "ttyUSB0")
+    yield p
+    p.close()
+
+
+def register_settings(tmp_path, web_port: int, input_: dict):
+    return write_settings(
+        tmp_path / "settings.py",
+        # 1 MW: the test's frames come faster than a meter's, with totals
+        # rising as they would over seconds.
+        METER={"name": "grid", "max_power_w": 1e6},
+        INPUT=input_,
+        DATA_DIR=str(tmp_path / "data"),
+        SINKS=[{"type": "file", "path": str(tmp_path / "data" / "power.csv")}],
+        WEB={"listen": f"127.0.0.1:{web_port}", "tariff": 0.3, "currency": "EUR"},
+        COMMIT_INTERVAL_S=0,
+    )
+
+
+def api(port: int, path: str) -> dict:
+    code, _, body = fetch(f"http://127.0.0.1:{port}{path}")
+    assert code == 200, body
+    return json.loads(body)
+
+
+def meter_state(port: int, name: str) -> dict:
+    meters = api(port, "/api/state")["meters"]
+    return next(m for m in meters if m["name"] == name)
+
+
+def stop_foreground(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+
+
+@pytest.mark.slow
+def test_p1_export_and_gas_on_the_page(tmp_path, serial, browser):
+    """A P1 meter with export shows import and export today and this month
+    (cost on import only), and its gas meter shows m³ and m³/h everywhere,
+    never kWh, W or a cost."""
+    port = free_port()
+    s = register_settings(
+        tmp_path,
+        port,
+        {"backend": "p1", "device": str(serial.link), "every_s": 0, "gas_meter": "gas"},
+    )
+    proc = start_foreground(s)
+    gas = [("240501110000S", 100.0), ("240501110000S", 100.0), ("240501120000S", 100.5)]
+    try:
+        wait_for(lambda: serial.opened_by(proc.pid), timeout=30)
+        for i in range(4):  # the first telegram waits for the second
+            imp = (1000.0 + i * 0.001, 500.0)
+            exp = (20.0, 10.0 + i * 0.002)
+            serial.send(mf.p1_telegram(imp, exp, (0.0, 1.5), gas=gas[min(i, 2)]))
+            wait_for(
+                lambda n=i: (
+                    n == 0 or api(port, "/api/sensor?meter=grid")["counts"]["good"] >= n
+                ),
+                timeout=20,
+            )
+        wait_for(lambda: meter_state(port, "gas")["power_w"] == 0.5, timeout=20)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        console = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        grid = page.locator("#meter-grid")
+        gas_card = page.locator("#meter-gas")
+
+        def field(card, name: str) -> str:
+            return card.locator(f'[data-field="{name}"]').inner_text()
+
+        # Import counted as the report counts it (three Wh since the first
+        # reading, the first included), export as the rise of its total.
+        wait_for(lambda: field(grid, "today-export") == "0.004 kWh out", timeout=20)
+        assert field(grid, "today") == "0.003 kWh in"
+        assert field(grid, "month") == "0.003 kWh in"
+        assert field(grid, "month-export") == "0.004 kWh out"
+        assert field(grid, "today-note") == "EUR 0.00"
+        assert "-1,500" in grid.locator('[data-field="power"]').inner_text()
+        # Gas: m³ and m³/h, no cost though a tariff is set.
+        wait_for(lambda: "m³/h" in field(gas_card, "power"), timeout=20)
+        assert field(gas_card, "power") == "0.500 m³/h"
+        assert field(gas_card, "today") == "0.001 m³"
+        assert field(gas_card, "total") == "100.500 m³"
+        assert field(gas_card, "today-note") == field(gas_card, "month-note") == ""
+        text = gas_card.inner_text()
+        assert "kWh" not in text and "m3" not in text and "EUR" not in text, text
+        # The charts: the gas meter's in m³ and m³/h, the grid's 30 days with
+        # export beside import.
+        page.select_option("#chart-meter", "gas")
+        wait_for(lambda: "m³" in page.locator("#chart-caption").inner_text(), 20)
+        caption = page.locator("#chart-caption").inner_text()
+        assert "Mean flow" in caption and "kWh" not in caption, caption
+        assert "m³/h" in page.locator("#chart svg").text_content()
+        page.select_option("#chart-meter", "grid")
+        page.locator("#tab-month").click()
+        wait_for(lambda: "exported" in page.locator("#chart-caption").inner_text(), 20)
+        assert "exported 0.0 kWh" in page.locator("#chart-caption").inner_text()
+        assert page.locator("#chart rect.export").count() >= 1
+        assert console.problems == []
+    finally:
+        stop_foreground(proc)
+
+
+@pytest.mark.slow
+def test_sml_frames_in_the_sensor_section(tmp_path, serial, browser):
+    """A meter read by SML shows its last frames (totals, power) and a frame
+    with a CRC error as unusable, with the counts, instead of edges."""
+    port = free_port()
+    s = register_settings(
+        tmp_path, port, {"backend": "sml", "device": str(serial.link), "every_s": 0}
+    )
+    proc = start_foreground(s)
+    try:
+        wait_for(lambda: serial.opened_by(proc.pid), timeout=30)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        console = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        frames = page.locator("#frames")
+        wait_for(lambda: "no frame yet" in frames.inner_text(), timeout=20)
+        for i in range(3):
+            serial.send(mf.sml_file(12_345_678.9 + i, 5_000.0 + i, -250 + i))
+            wait_for(
+                lambda n=i: len(api(port, "/api/sensor")["frames"]) > n, timeout=20
+            )
+        broken = bytearray(mf.sml_file(12_345_690.0, 5_010.0, 1))
+        broken[50] ^= 0xFF
+        serial.send(bytes(broken))
+        wait_for(lambda: "CRC error" in frames.inner_text(), timeout=20)
+        text = frames.inner_text()
+        assert "unusable (CRC error)" in text
+        assert "held (the first after a start" in text
+        assert "12345.681 kWh" in text and "5.002 kWh" in text and "-248 W" in text
+        assert text.count("good") == 2, text
+        counts = page.locator("#frame-counts").inner_text()
+        assert counts.startswith("2 good, 1 unusable, 0 implausible"), counts
+        assert page.locator("#edge-view").is_hidden()
+        assert console.problems == []
+    finally:
+        stop_foreground(proc)

@@ -7,7 +7,9 @@ histogram of the widths of the flashes it judged. An EdgeJudge wraps a
 Meter: it hands each edge on unchanged and reads the verdict off the
 meter's counters before and after, so the judgement is the meter's own,
 never a second opinion. Memory is bounded: a ring of the last edges and a
-fixed set of histogram buckets.
+fixed set of histogram buckets. A FrameJudge does the same for a meter
+read from its register (sml, d0, p1): the last frames, with the totals and
+power each said or why it was not used.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import collections
 import math
 import threading
-from typing import Deque, List, NamedTuple, Optional, Tuple
+from typing import Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from core.meter import END, NS_PER_S, PULSE, START, Meter, Reading
+from core.regmeter import BadFrame, Item, RegisterFrame, RegisterMeter
 
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, math.inf)
 KIND_NAME = {START: "start", END: "end", PULSE: "pulse"}
@@ -126,3 +129,69 @@ class EdgeJudge:
         """The last edges judged, oldest first (from any thread)."""
         with self._lock:
             return list(self._edges)
+
+
+class JudgedFrame(NamedTuple):
+    wall: float  # when the frame arrived, epoch seconds
+    total: Optional[float]  # its import register (gas, water: m3)
+    export: Optional[float]  # its export register, kWh
+    rate: Optional[float]  # its power, W (gas, water: m3/h)
+    verdict: str  # good, held (why), unusable (why), implausible (why)
+
+
+class FrameJudge:
+    """A register meter's frames with the meter's verdict on each, as
+    EdgeJudge has a pulse meter's edges: each frame is handed on unchanged
+    (in the monitor's thread, never the input's) and the verdict read off
+    the meter's counters before and after. A ring of the last frames."""
+
+    def __init__(self, meter: RegisterMeter, keep: int = KEEP_EDGES) -> None:
+        self.meter = meter
+        self._frames: Deque[JudgedFrame] = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+
+    def edge(self, t_ns: int, wall: float, item: Item) -> List[Reading]:
+        """RegisterMeter.edge, judged: the same readings, a JudgedFrame kept."""
+        m = self.meter
+        last = (m.total, m.export)
+        before = (m.frames, m.glitches, m.implausible)
+        readings = m.edge(t_ns, wall, item)
+        after = (m.frames, m.glitches, m.implausible)
+        if isinstance(item, RegisterFrame):
+            judged = JudgedFrame(
+                wall,
+                item.total,
+                item.export,
+                item.rate,
+                self.verdict(item, before, after, last),
+            )
+        else:
+            why = item.why if isinstance(item, BadFrame) else "not a frame"
+            judged = JudgedFrame(wall, None, None, None, f"unusable ({why})")
+        with self._lock:
+            self._frames.append(judged)
+        return readings
+
+    def verdict(self, frame: RegisterFrame, before, after, last) -> str:
+        """Why the meter took a frame, or why not, from its counters."""
+        if after[0] > before[0]:
+            return "good"
+        if after[1] > before[1]:
+            return "unusable (no register in it)"
+        if after[2] > before[2]:
+            for new, old in zip((frame.total, frame.export), last):
+                if new is not None and old is not None and new < old:
+                    return "implausible (a total below the last good one)"
+            limit = self.meter.config.max_power_w
+            return f"implausible (a total rising beyond max_power_w {limit:g})"
+        return "held (the first after a start waits for the next to agree)"
+
+    def counts(self) -> Dict[str, int]:
+        """Frames taken, unusable and implausible since the start."""
+        m = self.meter
+        return {"good": m.frames, "unusable": m.glitches, "implausible": m.implausible}
+
+    def recent(self) -> List[JudgedFrame]:
+        """The last frames judged, oldest first (from any thread)."""
+        with self._lock:
+            return list(self._frames)

@@ -20,11 +20,11 @@ import queue
 import sqlite3
 import threading
 import time
-from typing import Callable, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple, Union
 
 from core.edgekinds import EdgeCallback
 from core.journal import Journal, Row
-from core.judge import EdgeJudge
+from core.judge import EdgeJudge, FrameJudge
 from core.meter import PULSE, Meter, Reading
 from core.register import offset as register_offset
 
@@ -80,7 +80,7 @@ class Monitor:
         sink_names: Sequence[str] = (),
         on_done: Callable[[], None] = lambda: None,
         live: Optional[Callable[[Reading], None]] = None,
-        judges: Sequence[Optional[EdgeJudge]] = (),
+        judges: Sequence[Optional[Union[EdgeJudge, FrameJudge]]] = (),
     ) -> None:
         self.meters = list(meters)
         self.inputs = list(inputs)
@@ -96,7 +96,8 @@ class Monitor:
         # what people watch follows the meter, not the commit interval.
         self.live = live
         # Where someone looks at the edges (the web page's sensor view), a
-        # meter's edges go through its EdgeJudge, which keeps the verdicts.
+        # meter's edges go through its EdgeJudge (a register meter's frames
+        # through its FrameJudge), which keeps the verdicts.
         judges = list(judges) + [None] * (len(self.meters) - len(judges))
         self._edge = [j.edge if j else m.edge for j, m in zip(judges, self.meters)]
         # A register meter journals a frame every every_s but shows each one.

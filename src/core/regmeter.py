@@ -49,7 +49,14 @@ class RegisterFrame(NamedTuple):
     resolution: float = 0.0  # the registers' last digit, in their unit
 
 
-Item = Union[RegisterFrame, int]
+class BadFrame(NamedTuple):
+    """A frame the input could not use, and why (a CRC error, a cut frame):
+    counted as BAD_FRAME is, the reason kept for the page's sensor view."""
+
+    why: str
+
+
+Item = Union[RegisterFrame, BadFrame, int]
 
 
 class RegisterMeter:
@@ -101,7 +108,8 @@ class RegisterMeter:
         return self.export
 
     def edge(self, t_mono_ns: int, t_wall: float, item: Item) -> List[Reading]:
-        """A frame (or BAD_FRAME) from the input; the readings now due."""
+        """A frame (or BAD_FRAME, a BadFrame) from the input; the readings
+        now due."""
         out = self.tick(t_mono_ns)
         if not isinstance(item, RegisterFrame):
             self.glitches += 1

@@ -6,7 +6,8 @@ reads what comes, hands the bytes to the protocol's parser and each frame
 the parser finds to the monitor as it arrived (a queue put, stamped with
 the time the frame's last bytes were read). Nothing there blocks the
 monitor. A frame that could not be used (a CRC error, a cut or garbage
-frame) is handed on as BAD_FRAME, so the meter counts it.
+frame) is handed on as a BadFrame with its reason, so the meter counts it
+and the page can say why.
 
 The cable may be pulled at any time (the read fails with EIO, or the device
 goes away): the port is closed and opened again with a growing pause, with
@@ -26,7 +27,7 @@ from typing import Callable, ClassVar, Dict, List, Optional
 
 from core.meter import MeterConfig
 from core.options import Option
-from core.regmeter import BAD_FRAME, RegisterFrame
+from core.regmeter import BadFrame, RegisterFrame
 from inputs.base import Backlog, EdgeCallback, InputBackend, InputError
 
 READ_TIMEOUT_S = 0.2  # a read returns at least this often: a stop is seen
@@ -224,7 +225,7 @@ class SerialInput(InputBackend):
                 if observer is not None:
                     observer.bad(bad)
                 if on_edge is not None:
-                    on_edge(t_ns, t_wall, BAD_FRAME)
+                    on_edge(t_ns, t_wall, BadFrame(bad))
                 continue
             self.frames += 1
             if observer is not None:

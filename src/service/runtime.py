@@ -20,7 +20,7 @@ from core import ownfiles
 from core.csvformat import format_time
 from core.exits import EXIT_FAILURE, EXIT_OK
 from core.journal import Journal, JournalError, JournalReader, Row, journal_path
-from core.judge import EdgeJudge
+from core.judge import EdgeJudge, FrameJudge
 from core.live import LiveFeed, ReadingQueue
 from core.meter import Meter
 from core.monitor import Monitor
@@ -117,7 +117,7 @@ class Service:
         self.exporter: Optional[Exporter] = None
         self.page: Optional[Page] = None
         self.servers: List[Server] = []
-        self.judges: Dict[str, EdgeJudge] = {}  # with WEB: its sensor view
+        self.judges: Dict[str, Union[EdgeJudge, FrameJudge]] = {}  # WEB's sensor view
         # The live path: each reading as the meter makes it, to the console,
         # the LIVE sinks (MQTT's power) and the metrics' gauges.
         self.feed = LiveFeed()
@@ -225,7 +225,12 @@ class Service:
                 self.journal.last_seq, {m.config.name: m.pulses for m in meters}
             )
         if s.web is not None:
-            self.judges = {m.config.name: EdgeJudge(m) for m in meters}
+            self.judges = {
+                m.config.name: FrameJudge(m)
+                if isinstance(m, RegisterMeter)
+                else EdgeJudge(m)
+                for m in meters
+            }
         self.monitor = Monitor(
             meters,
             self.inputs,
@@ -317,7 +322,12 @@ class Service:
             names[where] = "METRICS['listen']"
         if s.web is not None:
             inputs = [
-                InputInfo(m.config.name, backend.describe(), m.input_note)
+                InputInfo(
+                    m.config.name,
+                    backend.describe(),
+                    m.input_note,
+                    m.input_class.REGISTER,
+                )
                 for m, backend in zip(s.meters, self.inputs)
             ]
             self.page = Page(

@@ -1,5 +1,7 @@
 """The journal as the web page shows it: energy today and this month, the
-last 24 hours and the last 30 days, rejected edges per hour.
+last 24 hours and the last 30 days, rejected edges per hour; export where a
+meter has it (the rise of its export total over the period, as the report
+measures it).
 
 Energy in a period counts the pulses made in it, as `power.py report`
 does: the count at its end less the count of the last reading before it
@@ -37,6 +39,12 @@ def local_month_start(t: float) -> float:
     return d.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
+def month_days(now: float) -> List[float]:
+    """The starts of the last 30 local days, today's last."""
+    d = dt.datetime.fromtimestamp(local_midnight(now))
+    return [(d - dt.timedelta(days=back)).timestamp() for back in range(29, -1, -1)]
+
+
 class History:
     """Read-only questions to the journal at `path`, cached (any thread)."""
 
@@ -49,7 +57,9 @@ class History:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self._conn = connect(self.path, readonly=True)
-            self._estimate = "estimate" if "estimate" in columns(self._conn) else "0"
+            names = columns(self._conn)
+            self._estimate = "estimate" if "estimate" in names else "0"
+            self._export = "export_kwh" if "export_kwh" in names else "NULL"
         return self._conn
 
     def close(self) -> None:
@@ -103,6 +113,49 @@ class History:
                 self._cache.pop(("base", meter, since), None)
         return value
 
+    def export_base(self, meter: str, since: float) -> Optional[float]:
+        """The export total a period from `since` is measured from, as the
+        report measures it: the last one before it, else the first in it.
+        None while the journal has no export total of the meter."""
+
+        def compute() -> Optional[float]:
+            db = self._db()
+            known = f"{self._export} IS NOT NULL AND {self._estimate} = 0"
+            row = db.execute(
+                f"SELECT {self._export} FROM readings WHERE meter = ? AND "
+                f"time < ? AND {known} ORDER BY seq DESC LIMIT 1",
+                (meter, since),
+            ).fetchone()
+            if row is None:
+                row = db.execute(
+                    f"SELECT {self._export} FROM readings WHERE meter = ? AND "
+                    f"time >= ? AND {known} ORDER BY seq LIMIT 1",
+                    (meter, since),
+                ).fetchone()
+            return None if row is None else row[0]
+
+        recent = since >= local_midnight(time.time()) - 86400
+        ttl = BASE_CACHE_S if recent else 86400.0
+        value = self._cached(("export", meter, since), ttl, compute)
+        if value is None:
+            with self._lock:
+                self._cache.pop(("export", meter, since), None)
+        return value
+
+    def last_export(self, meter: str) -> Optional[float]:
+        """The meter's newest committed export total (None: it has none)."""
+
+        def compute() -> Optional[float]:
+            db = self._db()  # knows the export column from here on
+            row = db.execute(
+                f"SELECT {self._export} FROM readings WHERE meter = ? AND "
+                f"{self._export} IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                (meter,),
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return self._cached(("last_export", meter), CACHE_S, compute)
+
     # Charts ---------------------------------------------------------------
 
     def _pulse_points(self, meter: str, since: float) -> List[Tuple[float, int]]:
@@ -142,10 +195,7 @@ class History:
     def month(self, meter: str, now: float, live_pulses: Optional[int]):
         """The last 30 local days: [(day start, pulses counted in it)]."""
         today = local_midnight(now)
-        starts = []
-        d = dt.datetime.fromtimestamp(today)
-        for back in range(29, -1, -1):
-            starts.append((d - dt.timedelta(days=back)).timestamp())
+        starts = month_days(now)
 
         def compute():
             bases = [self.base(meter, s) for s in starts]
@@ -160,6 +210,25 @@ class History:
                 out.append((s, None))
             else:
                 out.append((s, max(0, last - first)))
+        return out
+
+    def month_export(self, meter: str, now: float, live_export: Optional[float]):
+        """The last 30 local days: [(day start, kWh exported in it)], None
+        before the journal's first export total."""
+        starts = month_days(now)
+
+        def compute():
+            return [self.export_base(meter, s) for s in starts]
+
+        bases = self._cached(("month_export", meter, starts[-1]), CACHE_S, compute)
+        out: List[Tuple[float, Optional[float]]] = []
+        for i, s in enumerate(starts):
+            first = bases[i]
+            last = bases[i + 1] if i + 1 < len(bases) else live_export
+            if first is None or last is None:
+                out.append((s, None))
+            else:
+                out.append((s, max(0.0, last - first)))
         return out
 
     def drift(self, meter: str, pulses_per_kwh: float) -> Optional[register.Drift]:

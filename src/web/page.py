@@ -17,17 +17,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from core.judge import EdgeJudge
+from core.judge import EdgeJudge, FrameJudge
 from core.live import LiveFeed, ReadingQueue
-from core.meter import MeterConfig, Reading
+from core.meter import ELECTRICITY, MeterConfig, Reading
 from core.options import Option, SettingsError, show, validate
 from web.history import History, local_midnight, local_month_start
 from web.listen import DEFAULT_HOST, check_listen, parse_listen, where
 from web.server import Request, Response, Route, Server, Stream
 from web.state import StateReader
 
+Judge = Union[EdgeJudge, FrameJudge]  # a pulse meter's, a register meter's
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page")
 STATIC = {  # path -> (file in PAGE_DIR, content type); nothing else is served
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -86,6 +87,7 @@ class InputInfo:
     meter: str
     backend: str
     why: str
+    register: bool = False  # sml, d0, p1 (or fed by one): frames, not edges
 
 
 class Page:
@@ -98,7 +100,7 @@ class Page:
         feed: LiveFeed,
         snapshot: StateReader,
         journal_path: str,
-        judges: Dict[str, EdgeJudge],
+        judges: Dict[str, Judge],
         inputs: Sequence[InputInfo],
         redact: Callable[[str], str],
         version: str,
@@ -161,16 +163,17 @@ class Page:
             self.server.broadcast(data)
 
     def _event(self, r: Reading) -> bytes:
-        today = self._since(r.meter, local_midnight(r.time), r.pulses)
-        month = self._since(r.meter, local_month_start(r.time), r.pulses)
+        day, month = local_midnight(r.time), local_month_start(r.time)
         payload = {
             "meter": r.meter,
             "time": r.time,
-            "power_w": None if r.power_w is None else round(r.power_w, 1),
+            "power_w": _round(r.power_w, self._digits(r.meter)),
             "estimate": bool(r.estimate),
             "pulses": r.pulses,
-            "today_kwh": today,
-            "month_kwh": month,
+            "today_kwh": self._since(r.meter, day, r.pulses),
+            "month_kwh": self._since(r.meter, month, r.pulses),
+            "today_export_kwh": self._exported(r.meter, day, r.export_kwh),
+            "month_export_kwh": self._exported(r.meter, month, r.export_kwh),
         }
         return b"event: reading\ndata: " + _json(payload) + b"\n\n"
 
@@ -184,9 +187,28 @@ class Page:
             return None
         return round(max(0, pulses - base) / config.pulses_per_kwh, 6)
 
-    def _cost(self, kwh: Optional[float]) -> Optional[float]:
+    def _exported(
+        self, meter: str, start: float, export_kwh: Optional[float]
+    ) -> Optional[float]:
+        """kWh exported from `start` to an export total (report's rule: the
+        rise of the total); None where the meter has no export."""
+        if export_kwh is None:
+            return None
+        base = self.history.export_base(meter, start)
+        return round(max(0.0, export_kwh - (export_kwh if base is None else base)), 6)
+
+    def _cost(self, config: MeterConfig, kwh: Optional[float]) -> Optional[float]:
+        """Import's cost at the tariff: a price per kWh, so never for gas or
+        water, and never for export."""
         tariff = self.setup.tariff
-        return None if tariff is None or kwh is None else round(kwh * tariff, 4)
+        if tariff is None or kwh is None or config.kind != ELECTRICITY:
+            return None
+        return round(kwh * tariff, 4)
+
+    def _digits(self, meter: str) -> int:
+        """Power is shown to 0.1 W; a flow of m³/h needs finer steps."""
+        config = self.meters.get(meter)
+        return 1 if config is None or config.kind == ELECTRICITY else 4
 
     # Routes ----------------------------------------------------------------
 
@@ -208,13 +230,23 @@ class Page:
             config = self.meters[m.name]
             live, _ = self.feed.latest(m.name)
             pulses = live.pulses if live is not None else m.pulses
-            today = self._since(m.name, local_midnight(now), pulses)
-            month = self._since(m.name, local_month_start(now), pulses)
+            export = m.export_kwh
+            if live is not None and live.export_kwh is not None:
+                export = live.export_kwh
+            day, month_start = local_midnight(now), local_month_start(now)
+            today = self._since(m.name, day, pulses)
+            month = self._since(m.name, month_start, pulses)
             info = next((i for i in self.inputs if i.meter == m.name), None)
+            unit, rate_unit, _ = units(config)
+            digits = self._digits(m.name)
             meters.append(
                 {
                     "name": m.name,
-                    "power_w": None if live is None else _round(live.power_w, 1),
+                    "kind": config.kind,
+                    "unit": unit,  # of energy_kwh, today_kwh, ... (gas: m³)
+                    "rate_unit": rate_unit,  # of power_w (gas: m³/h)
+                    "register": info is not None and info.register,
+                    "power_w": None if live is None else _round(live.power_w, digits),
                     "power_time": None if live is None else live.time,
                     "estimate": bool(live is not None and live.estimate),
                     "pulses": pulses,
@@ -223,8 +255,11 @@ class Page:
                     "pulses_per_kwh": config.pulses_per_kwh,
                     "today_kwh": today,
                     "month_kwh": month,
-                    "today_cost": self._cost(today),
-                    "month_cost": self._cost(month),
+                    "today_cost": self._cost(config, today),
+                    "month_cost": self._cost(config, month),
+                    "export_kwh": _round(export, 6),
+                    "today_export_kwh": self._exported(m.name, day, export),
+                    "month_export_kwh": self._exported(m.name, month_start, export),
                     "last_pulse": m.last_pulse,
                     "glitches": m.glitches,
                     "implausible": m.rejected,
@@ -280,6 +315,8 @@ class Page:
         now = time.time()
         live, _ = self.feed.latest(config.name)
         ppk = config.pulses_per_kwh
+        unit, rate_unit, per_hour = units(config)
+        mean = "mean_w" if rate_unit == "W" else "mean_m3h"
         if span == "day":
             point = None if live is None else (live.time, live.pulses)
             buckets = self.history.day(config.name, now, point)
@@ -291,7 +328,7 @@ class Page:
                     continue
                 length = min(size, max(1.0, now - start))  # the current one
                 kwh = n / ppk
-                rows.append([start, round(kwh, 6), round(kwh * 3.6e6 / length, 1)])
+                rows.append([start, round(kwh, 6), round(kwh * per_hour / length, 4)])
             rejected: Dict[float, List[int]] = {}
             for meter, hour, counts in self.history.rejected(now - 86400, now + 3600):
                 if meter == config.name:
@@ -299,8 +336,10 @@ class Page:
             out = {
                 "meter": config.name,
                 "span": span,
+                "unit": unit,
+                "rate_unit": rate_unit,
                 "bucket_s": size,
-                "columns": ["start", "kwh", "mean_w"],
+                "columns": ["start", "kwh", mean],
                 "rows": rows,
                 "rejected_columns": ["hour", "glitches", "implausible", "ghosts"],
                 "rejected": [[h, *c] for h, c in sorted(rejected.items())],
@@ -309,6 +348,14 @@ class Page:
             days = self.history.month(
                 config.name, now, None if live is None else live.pulses
             )
+            export = None if live is None else live.export_kwh
+            if export is None:
+                export = self.history.last_export(config.name)
+            exported = (
+                None
+                if export is None
+                else [e for _, e in self.history.month_export(config.name, now, export)]
+            )
             rows = []
             for start, n in days:
                 if n is None:
@@ -316,11 +363,17 @@ class Page:
                     continue
                 kwh = n / ppk
                 length = min(86400.0, max(1.0, now - start))
-                rows.append([start, round(kwh, 6), round(kwh * 3.6e6 / length, 1)])
+                rows.append([start, round(kwh, 6), round(kwh * per_hour / length, 4)])
+            if exported is not None:  # export per day beside import
+                for row, e in zip(rows, exported):
+                    row.append(None if e is None else round(e, 6))
             out = {
                 "meter": config.name,
                 "span": span,
-                "columns": ["start", "kwh", "mean_w"],
+                "unit": unit,
+                "rate_unit": rate_unit,
+                "columns": ["start", "kwh", mean]
+                + ([] if exported is None else ["export_kwh"]),
                 "rows": rows,
             }
         else:
@@ -332,6 +385,8 @@ class Page:
         if config is None:
             return _bad(f"meter: expected one of {', '.join(self.meters)}")
         judge = self.judges.get(config.name)
+        if isinstance(judge, FrameJudge):
+            return Response(200, _json(self._frames(config, judge)), JSON)
         edges = [] if judge is None else judge.recent()
         out = {
             "meter": config.name,
@@ -351,6 +406,25 @@ class Page:
         }
         return Response(200, _json(out), JSON)
 
+    def _frames(self, config: MeterConfig, judge: FrameJudge) -> Dict[str, Any]:
+        """A register meter's sensor view: its last frames and their counts."""
+        unit, rate_unit, _ = units(config)
+        digits = self._digits(config.name)
+        return {
+            "meter": config.name,
+            "register": True,
+            "unit": unit,
+            "rate_unit": rate_unit,
+            "limits": {"max_power_w": config.max_power_w},
+            "columns": ["time", "import", "export", "power", "verdict"],
+            "frames": [
+                [f.wall, _round(f.total, 6), _round(f.export, 6)]
+                + [_round(f.rate, digits), f.verdict]
+                for f in judge.recent()
+            ],
+            "counts": judge.counts(),
+        }
+
     def _stream(self, request: Request) -> Stream:
         first = b"retry: 3000\n\n"
         for name in self.meters:
@@ -358,6 +432,14 @@ class Page:
             if live is not None:
                 first += self._event(live)
         return Stream(first)
+
+
+def units(config: MeterConfig) -> Tuple[str, str, float]:
+    """(unit of energy, unit of power, seconds and scale from one to a mean of
+    the other): kWh and W, or for gas and water m³ and m³/h."""
+    if config.kind == ELECTRICITY:
+        return "kWh", "W", 3.6e6
+    return "m³", "m³/h", 3600.0
 
 
 def _round(value: Optional[float], digits: int) -> Optional[float]:

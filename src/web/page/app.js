@@ -35,6 +35,13 @@ function watts(w) {
   return Math.round(w).toLocaleString("en-US");
 }
 
+// A power in W, or a gas or water meter's flow in m³/h (fractions matter).
+function rate(value, unit) {
+  if (unit !== "m³/h") return watts(value);
+  if (value === null || value === undefined) return "?";
+  return value.toFixed(3);
+}
+
 function kwh(value, digits) {
   if (value === null || value === undefined) return "–";
   return value.toFixed(digits === undefined ? 3 : digits);
@@ -83,8 +90,9 @@ function meterCard(m) {
     const figures = el("div", { class: "figures" });
     for (const [field, label] of [["today", "Today"], ["month", "This month"],
                                    ["total", "Total (committed)"], ["drift", "Drift against the register"]]) {
-      const f = el("div", { class: "figure" });
+      const f = el("div", { class: "figure", "data-figure": field });
       f.append(el("span", { class: "muted" }, label), el("b", { "data-field": field }),
+               el("span", { class: "export", "data-field": field + "-export" }),
                el("span", { class: "muted", "data-field": field + "-note" }));
       figures.append(f);
     }
@@ -99,31 +107,42 @@ function setField(card, field, text) {
   if (node) node.textContent = text;
 }
 
-function showPower(card, power, estimate, t) {
+function showPower(card, m, power, estimate, t) {
   const node = card.querySelector('[data-field="power"]');
-  node.textContent = (estimate && power !== null ? "≤ " : "") + watts(power) + " ";
-  node.append(el("small", {}, "W"));
+  node.textContent = (estimate && power !== null ? "≤ " : "") + rate(power, m.rate_unit) + " ";
+  node.append(el("small", {}, m.rate_unit));
   node.setAttribute("data-watts", power === null ? "" : String(power));
   setField(card, "when", (estimate ? "estimate: no pulse since " : "") + ago(t));
 }
 
-function showTotals(card, r) {
-  for (const [field, value] of [["today", r.today_kwh], ["month", r.month_kwh]]) {
-    setField(card, field, kwh(value) + " kWh");
-    const cost = state.tariff === null || value === null ? null : money(value * state.tariff);
-    setField(card, field + "-note", cost || "");
+// Import (with its cost: the tariff is a price per kWh, so none for gas or
+// water) and, where the meter has export, export beside it.
+function showTotals(card, m, r) {
+  for (const field of ["today", "month"]) {
+    const value = r[field + "_kwh"];
+    const exported = r[field + "_export_kwh"];
+    setField(card, field, kwh(value) + " " + m.unit + (exported === null || exported === undefined ? "" : " in"));
+    setField(card, field + "-export", exported === null || exported === undefined ? "" : kwh(exported) + " " + m.unit + " out");
+    const priced = state.tariff !== null && value !== null && m.kind === "electricity";
+    setField(card, field + "-note", priced ? money(value * state.tariff) : "");
   }
+}
+
+function meterOf(name) {
+  return state ? state.meters.find((m) => m.name === name) : undefined;
 }
 
 function renderMeters() {
   for (const m of state.meters) {
     const card = meterCard(m);
     const r = live[m.name];
-    if (r) showPower(card, r.power_w, r.estimate, r.time);
-    else showPower(card, m.power_w, m.estimate, m.power_time);
-    showTotals(card, r && r.today_kwh !== null ? r : m);
-    setField(card, "total", kwh(m.energy_kwh) + " kWh");
-    setField(card, "total-note", "pulse " + m.committed_pulses);
+    if (r) showPower(card, m, r.power_w, r.estimate, r.time);
+    else showPower(card, m, m.power_w, m.estimate, m.power_time);
+    showTotals(card, m, r && r.today_kwh !== null ? r : m);
+    setField(card, "total", kwh(m.energy_kwh) + " " + m.unit);
+    setField(card, "total-export", m.export_kwh === null ? "" : kwh(m.export_kwh) + " " + m.unit + " out");
+    setField(card, "total-note", m.register ? "from the register" : "pulse " + m.committed_pulses);
+    card.querySelector('[data-figure="drift"]').hidden = m.register || m.kind !== "electricity";
     if (m.drift) {
       setField(card, "drift", (m.drift.drift_kwh >= 0 ? "+" : "") + kwh(m.drift.drift_kwh) + " kWh");
       setField(card, "drift-note", Math.abs(m.drift.pulses) + (m.drift.pulses >= 0 ? " pulses missed" : " pulses extra"));
@@ -200,9 +219,10 @@ function listen() {
     const r = JSON.parse(e.data);
     live[r.meter] = r;
     const card = document.getElementById("meter-" + r.meter);
-    if (card) {
-      showPower(card, r.power_w, r.estimate, r.time);
-      if (r.today_kwh !== null && state) showTotals(card, r);
+    const m = meterOf(r.meter);
+    if (card && m) {
+      showPower(card, m, r.power_w, r.estimate, r.time);
+      if (r.today_kwh !== null) showTotals(card, m, r);
     }
   });
 }
@@ -245,10 +265,12 @@ function drawDay(data) {
     t.textContent = new Date(rows[i][0] * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     box.append(t);
   }
-  axes(box, w, h, watts(top) + " W", "mean power, max");
+  const what = data.rate_unit === "W" ? "power" : "flow";
+  axes(box, w, h, rate(top, data.rate_unit) + " " + data.rate_unit, "mean " + what + ", max");
   const total = rows.reduce((a, r) => a + (r[1] || 0), 0);
   document.getElementById("chart-caption").textContent =
-    `Mean power per ${data.bucket_s / 60} minutes (energy over time), last 24 hours: ${kwh(total)} kWh`;
+    `Mean ${what} per ${data.bucket_s / 60} minutes (${data.rate_unit === "W" ? "energy" : "volume"} over time), ` +
+    `last 24 hours: ${kwh(total)} ${data.unit}`;
   return box;
 }
 
@@ -256,26 +278,44 @@ function drawMonth(data) {
   const w = 600, h = 180;
   const box = svg("svg", { viewBox: `0 0 ${w} ${h + 14}`, preserveAspectRatio: "none", role: "img" });
   const rows = data.rows;
-  const top = niceMax(Math.max(0, ...rows.map((r) => r[1] || 0)));
+  const exports = data.columns.includes("export_kwh"); // a fourth column
+  const top = niceMax(Math.max(0, ...rows.map((r) => Math.max(r[1] || 0, exports ? r[3] || 0 : 0))));
   const bw = w / rows.length;
+  const unit = data.unit;
   rows.forEach((r, i) => {
-    if (r[1] === null) return; // before the first pulse known
-    const bh = (r[1] / top) * (h - 14);
-    const bar = svg("rect", { class: "bar", x: i * bw + 1, y: h - bh, width: Math.max(1, bw - 2), height: bh });
-    const tip = svg("title");
-    tip.textContent = new Date(r[0] * 1000).toLocaleDateString() + ": " + kwh(r[1]) + " kWh, mean " + watts(r[2]) + " W";
-    bar.append(tip);
-    box.append(bar);
+    const day = new Date(r[0] * 1000).toLocaleDateString();
+    const width = exports ? Math.max(1, bw / 2 - 1) : Math.max(1, bw - 2);
+    if (r[1] !== null) { // null: before the first pulse known
+      const bh = (r[1] / top) * (h - 14);
+      const bar = svg("rect", { class: "bar", x: i * bw + 1, y: h - bh, width: width, height: bh });
+      const tip = svg("title");
+      tip.textContent = day + ": " + kwh(r[1]) + " " + unit + (exports ? " in" : "") +
+        ", mean " + rate(r[2], data.rate_unit) + " " + data.rate_unit;
+      bar.append(tip);
+      box.append(bar);
+    }
+    if (exports && r[3] !== null) {
+      const bh = (r[3] / top) * (h - 14);
+      const bar = svg("rect", { class: "bar export", x: i * bw + 1 + width, y: h - bh, width: width, height: bh });
+      const tip = svg("title");
+      tip.textContent = day + ": " + kwh(r[3]) + " " + unit + " out";
+      bar.append(tip);
+      box.append(bar);
+    }
     if (i % 5 === 0) {
       const t = svg("text", { x: i * bw + 1, y: h + 12 });
       t.textContent = new Date(r[0] * 1000).toLocaleDateString([], { day: "numeric", month: "short" });
       box.append(t);
     }
   });
-  axes(box, w, h, kwh(top, 1) + " kWh", "energy per day, max");
+  const what = unit === "kWh" ? "energy" : "volume";
+  axes(box, w, h, kwh(top, 1) + " " + unit, what + " per day, max");
   const total = rows.reduce((a, r) => a + (r[1] || 0), 0);
-  document.getElementById("chart-caption").textContent =
-    `Energy per day, last 30 days: ${kwh(total, 1)} kWh`;
+  let caption = `${what === "energy" ? "Energy" : "Volume"} per day, last 30 days: ${kwh(total, 1)} ${unit}`;
+  if (exports) {
+    caption += `; exported ${kwh(rows.reduce((a, r) => a + (r[3] || 0), 0), 1)} ${unit} (the second bar)`;
+  }
+  document.getElementById("chart-caption").textContent = caption;
   return box;
 }
 
@@ -312,6 +352,9 @@ async function refreshChart() {
     const data = await getJSON(`/api/history?meter=${encodeURIComponent(meter)}&span=${span}`);
     document.getElementById("chart").replaceChildren(span === "day" ? drawDay(data) : drawMonth(data));
     if (span === "day") document.getElementById("rejects").replaceChildren(drawRejects(data));
+    const m = meterOf(meter);
+    document.getElementById("rejects-title").textContent = m && m.register
+      ? "Frames kept out per hour (unusable, implausible)" : "Rejected edges per hour";
   } catch (err) {
     document.getElementById("chart-caption").textContent = "cannot load the chart (" + err.message + ")";
   }
@@ -333,6 +376,12 @@ async function refreshSensor() {
   try {
     data = await getJSON(`/api/sensor?meter=${encodeURIComponent(meter)}`);
   } catch (err) {
+    return;
+  }
+  document.getElementById("edge-view").hidden = !!data.register;
+  document.getElementById("frame-view").hidden = !data.register;
+  if (data.register) {
+    showFrames(data);
     return;
   }
   const l = data.limits;
@@ -370,6 +419,31 @@ async function refreshSensor() {
     rows.push(row);
   }
   body.replaceChildren(...rows);
+}
+
+// A meter read from its register: the last frames, and why one was not used.
+function showFrames(data) {
+  const c = data.counts;
+  document.getElementById("limits").textContent =
+    `Frames read from the meter's register; a total that goes down or rises faster than ` +
+    `${rate(data.limits.max_power_w, data.rate_unit)} ${data.rate_unit} allows is implausible.`;
+  document.getElementById("frame-counts").textContent =
+    `${c.good} good, ${c.unusable} unusable, ${c.implausible} implausible since the start`;
+  const total = (v) => (v === null ? "" : kwh(v) + " " + data.unit);
+  const rows = data.frames.slice().reverse().map((f) => {
+    const row = el("tr", { class: f[4] === "good" ? "" : "bad" });
+    row.append(el("td", {}, clock(f[0])), el("td", { class: "num" }, total(f[1])),
+               el("td", { class: "num" }, total(f[2])),
+               el("td", { class: "num" }, f[3] === null ? "" : rate(f[3], data.rate_unit) + " " + data.rate_unit),
+               el("td", {}, f[4]));
+    return row;
+  });
+  if (!rows.length) {
+    const row = el("tr");
+    row.append(el("td", { colspan: "5", class: "muted" }, "no frame yet"));
+    rows.push(row);
+  }
+  document.querySelector("#frames tbody").replaceChildren(...rows);
 }
 
 // Start --------------------------------------------------------------------
