@@ -9,13 +9,22 @@ it. See README.rst and the manual in docs/.
 from __future__ import annotations
 
 import _signal  # built in: no import time before the handler is set
+import os  # loaded by the interpreter already: no import time
 
-if __name__ == "__main__":  # a Ctrl-C while importing: no traceback
-    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
+def _die_by(signum: int, frame: object) -> None:
+    """A Ctrl-C while importing: end by the signal, with no traceback. A
+    handler, not SIG_DFL: a Ctrl-C the interpreter caught but had not yet
+    handled is handled by it (with SIG_DFL set then, Python drops it)."""
+    _signal.signal(signum, _signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+if __name__ == "__main__":
+    _signal.signal(_signal.SIGINT, _die_by)
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
-import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from typing import Callable, List, Optional  # noqa: E402

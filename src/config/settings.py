@@ -202,6 +202,9 @@ def load_for_run(
     return settings
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def read_module(
     path: str, warn: Optional[Callable[[str], None]] = None
 ) -> Dict[str, Any]:
@@ -217,10 +220,18 @@ def read_module(
             "that path and edit it, or name another with --settings PATH"
         )
     read, write = os.pipe()
-    child = os.fork()
+    # A stop signal waits until the fork is done: in its hooks (logging's
+    # lock release) Python would swallow the raise, with a traceback.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        child = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
     if child == 0:  # the child: run the file, send the names, end
-        os.close(read)
         try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(read)
             answer = _run_in_child(path)
             with os.fdopen(write, "wb") as pipe:
                 pipe.write(answer)
@@ -230,6 +241,7 @@ def read_module(
             os._exit(0)
     os.close(write)
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         with os.fdopen(read, "rb") as pipe:
             data = pipe.read()
         _, status = os.waitpid(child, 0)
