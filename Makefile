@@ -24,10 +24,11 @@ $(RUN_STAMP): src/requirements.txt
 	    -r src/requirements.txt
 	@touch $(RUN_STAMP)
 
-$(STAMP): $(RUN_STAMP) tests/requirements.txt tests/vm/requirements.txt
+$(STAMP): $(RUN_STAMP) tests/requirements.txt tests/vm/requirements.txt docs/requirements.txt
 	@echo "make venv: installing the test requirements into $(VENV) (a minute or two)"
+	@# The manual's tests build it: Sphinx too.
 	$(PY) -m pip install --progress-bar off --disable-pip-version-check \
-	    -r src/requirements.txt -r tests/requirements.txt
+	    -r src/requirements.txt -r tests/requirements.txt -r docs/requirements.txt
 	@$(PY) -m pip check >/dev/null || { \
 	    echo "make venv: the install did not finish; run make venv again"; exit 1; }
 	@# The real GPIO libraries, for the VM tests only (see that file); they
