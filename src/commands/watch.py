@@ -28,6 +28,7 @@ from typing import IO, Dict, List, Optional, Tuple
 
 from config.settings import load_for_run
 from core.exits import EXIT_FAILURE, EXIT_USAGE, fail
+from core.judge import verdict
 from core.meter import END, NS_PER_S, PULSE, START, Meter, MeterConfig
 from core.options import SettingsError
 from core.replayfile import EDGES_HEADER, edge_line
@@ -175,30 +176,9 @@ class Watcher:
         self._print(t_ns, wall, kind, width, interval, verdict, power)
 
     def _verdict(self, kind: int, before, after, width: Optional[int]) -> str:
-        if after[0] > before[0]:
-            return "pulse"
-        if after[3] > before[3]:
-            cfg = self.stats.config
-            if width is None:  # judged at this edge: the flash before it
-                width = self._last_width
-            if width is not None and width < cfg.min_pulse_ms * 1e6:
-                return f"ghost (narrower than min_pulse_ms {cfg.min_pulse_ms:g})"
-            if (
-                width is not None
-                and cfg.max_pulse_ms
-                and width > cfg.max_pulse_ms * 1e6
-            ):
-                return f"ghost (wider than max_pulse_ms {cfg.max_pulse_ms:g})"
-            return "ghost"
-        if after[1] > before[1]:
-            cfg = self.stats.config
-            return f"glitch (bounce, or inside debounce_ms {cfg.debounce_ms:g})"
-        if after[2] > before[2]:
-            cfg = self.stats.config
-            return f"implausible (above max_power_w {cfg.max_power_w:g})"
-        if kind == START:
-            return "flash starts"
-        return "-"
+        if width is None:  # judged at this edge: the flash before it
+            width = self._last_width
+        return verdict(self.stats.config, kind, before, after, width)
 
     def _print(self, t_ns, wall, kind, width, interval, verdict, power) -> None:
         stamp = (

@@ -59,6 +59,27 @@ class WidthHistogram:
         return out
 
 
+def verdict(cfg, kind: int, before, after, width: Optional[int]) -> str:
+    """Why the meter counted an edge, or why not, from its counters before
+    and after it (pulses, glitches, implausible, ghosts) and the width of
+    the flash it judged: the words the page and watch show."""
+    if after[0] > before[0]:
+        return "pulse"
+    if after[3] > before[3]:
+        if width is not None and width < cfg.min_pulse_ms * 1e6:
+            return f"ghost (narrower than min_pulse_ms {cfg.min_pulse_ms:g})"
+        if width is not None and cfg.max_pulse_ms and width > cfg.max_pulse_ms * 1e6:
+            return f"ghost (wider than max_pulse_ms {cfg.max_pulse_ms:g})"
+        return "ghost"
+    if after[1] > before[1]:
+        return f"glitch (bounce, or inside debounce_ms {cfg.debounce_ms:g})"
+    if after[2] > before[2]:
+        return f"implausible (above max_power_w {cfg.max_power_w:g})"
+    if kind == START:
+        return "flash starts"
+    return "-"
+
+
 class EdgeJudge:
     """A meter's edges with the meter's verdict on each (see the module)."""
 
@@ -102,28 +123,9 @@ class EdgeJudge:
 
     def verdict(self, kind: int, before, after, width: Optional[int]) -> str:
         """Why the meter counted an edge, or why not, from its counters."""
-        cfg = self.meter.config
-        if after[0] > before[0]:
-            return "pulse"
-        if after[3] > before[3]:
-            if width is None:  # judged at this edge: the flash before it
-                width = self._last_width
-            if width is not None and width < cfg.min_pulse_ms * 1e6:
-                return f"ghost (narrower than min_pulse_ms {cfg.min_pulse_ms:g})"
-            if (
-                width is not None
-                and cfg.max_pulse_ms
-                and width > cfg.max_pulse_ms * 1e6
-            ):
-                return f"ghost (wider than max_pulse_ms {cfg.max_pulse_ms:g})"
-            return "ghost"
-        if after[1] > before[1]:
-            return f"glitch (bounce, or inside debounce_ms {cfg.debounce_ms:g})"
-        if after[2] > before[2]:
-            return f"implausible (above max_power_w {cfg.max_power_w:g})"
-        if kind == START:
-            return "flash starts"
-        return "-"
+        if width is None:  # judged at this edge: the flash before it
+            width = self._last_width
+        return verdict(self.meter.config, kind, before, after, width)
 
     def recent(self) -> List[JudgedEdge]:
         """The last edges judged, oldest first (from any thread)."""
